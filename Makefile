@@ -1,0 +1,39 @@
+# Apex Webhooks: `make run` runs the whole system, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint bench migrate apikey clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP) ## run web + worker + scheduler on embedded defaults (http://127.0.0.1:5000)
+	$(BIN)/python -m launcher.run
+
+test: $(STAMP) lint ## lint, type-check and run the whole test suite
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(STAMP) ## benchmarks: print numbers and ratios against a baseline from the same run
+	$(BIN)/python -m bench.delivery
+
+migrate: $(STAMP) ## apply database migrations (DATABASE_URL, default the SQLite file in var/)
+	$(BIN)/alembic upgrade head
+
+apikey: $(STAMP) ## create an API key for the local database: make apikey NAME=me
+	@$(BIN)/python -m launcher.apikey $(or $(NAME),local)
+
+clean: ## remove the virtualenv and local data
+	rm -rf $(VENV) var

@@ -1,0 +1,1 @@
+"""Apex Webhooks: the domain. Plain Python; imports neither flask nor rq."""

@@ -1,0 +1,43 @@
+"""The HTTP edge: the only Flask-aware package. init_api() wires every blueprint into an app."""
+
+from __future__ import annotations
+
+from flask import Flask, request
+from flask_smorest import Api
+
+from apex.api import deliveries, docs, events, health, webhooks
+from apex.api.errors import register_error_handlers
+from apex.errors import BadRequestError
+
+BLUEPRINTS = [webhooks.blp, events.blp, deliveries.blp]
+
+
+def _require_json_body() -> None:
+    """A body sent to the API must be JSON; an empty body reads as {} and fails validation."""
+    if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.path.startswith("/api/"):
+        has_body = bool(request.content_length) or request.headers.get("Transfer-Encoding")
+        if has_body and not request.is_json:
+            raise BadRequestError(
+                f"Content-Type must be application/json, got {request.mimetype or 'none'!r}"
+            )
+
+
+def init_api(app: Flask) -> None:
+    app.config.update(
+        API_TITLE="Apex Webhooks",
+        API_VERSION="1.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+    )
+    api = Api(app, spec_kwargs={"components": {"securitySchemes": {}}})
+    api.spec.components.security_scheme(
+        "apiKey", {"type": "apiKey", "in": "header", "name": "x-api-key"}
+    )
+    api.spec.options["security"] = [{"apiKey": []}]
+    for blueprint in BLUEPRINTS:
+        api.register_blueprint(blueprint)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(docs.bp)
+    app.before_request(_require_json_body)
+    register_error_handlers(app)  # after Api(), so ours replace flask-smorest's

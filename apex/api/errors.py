@@ -1,0 +1,88 @@
+"""The one place that renders errors as JSON: ours, werkzeug's HTTP errors, a catch-all 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from apex.errors import ApexError, FieldError
+
+log = logging.getLogger("apex.api")
+
+# Werkzeug's status -> our stable code.
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "rate_limited",
+}
+
+
+def _render(
+    status: int, code: str, detail: str, errors: list[FieldError] | None = None
+) -> Response:
+    body: dict[str, Any] = {"code": code, "detail": detail}
+    if status == 422:
+        body["errors"] = [{"field": e.field, "message": e.message} for e in errors or []]
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _field_errors(messages: Any, prefix: str = "") -> list[FieldError]:
+    """Flatten marshmallow's nested messages ({"json": {"url": ["..."]}}) into field errors."""
+    if isinstance(messages, dict):
+        out: list[FieldError] = []
+        for key, value in messages.items():
+            name = str(key)
+            if not prefix and name in ("json", "query", "form", "headers", "view_args"):
+                out.extend(_field_errors(value, ""))
+            else:
+                out.extend(_field_errors(value, f"{prefix}.{name}" if prefix else name))
+        return out
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return [FieldError(prefix or "_body", m) for m in messages]
+    if isinstance(messages, list):
+        return [e for m in messages for e in _field_errors(m, prefix)]
+    return [FieldError(prefix or "_body", str(messages))]
+
+
+def handle_apex_error(exc: ApexError) -> Response:
+    if exc.status >= 500:
+        log.warning("request failed: %s (%s)", exc.code, exc.detail)
+    return _render(exc.status, exc.code, exc.detail, exc.errors)
+
+
+def handle_http_exception(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    if status == 422 and "messages" in data:
+        errors = _field_errors(data["messages"])
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "validation failed"
+        response = _render(422, "validation_failed", detail, errors)
+    else:
+        code = _HTTP_CODES.get(status, "http_error")
+        response = _render(status, code, exc.description or exc.name)
+    for name, value in exc.get_response().headers if status in (401, 405) else []:
+        if name.lower() in ("allow", "www-authenticate"):
+            response.headers[name] = value
+    return response
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error: %s", type(exc).__name__)
+    return _render(500, "internal_error", "An internal error occurred; it has been logged.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ApexError, handle_apex_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,41 @@
+"""Publishing events and the event catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_smorest import Blueprint
+
+from apex.api.auth import require_api_key
+from apex.api.enqueue import enqueue_deliveries
+from apex.api.event_schemas import EventTypeSchema, PublishedSchema, PublishSchema
+from apex.api.runtime import runtime
+from apex.catalog import CATALOG
+from apex.events import publish
+
+blp = Blueprint("events", __name__, url_prefix="/api", description="Events")
+blp.before_request(require_api_key)
+
+
+@blp.route("/events", methods=["POST"])
+@blp.arguments(PublishSchema)
+@blp.response(202, PublishedSchema)
+def publish_event(body: dict[str, Any]) -> dict[str, Any]:
+    """Publish an event to every subscription that wants it. `id` makes it idempotent."""
+    published = publish(runtime().engine, body["type"], body["data"], body.get("id"))
+    enqueue_deliveries(published.pending)
+    return {
+        "id": published.id,
+        "type": published.type,
+        "deliveries": published.deliveries,
+        "duplicate": not published.created,
+    }
+
+
+@blp.route("/event-types", methods=["GET"])
+@blp.response(200, EventTypeSchema(many=True))
+def event_types() -> list[dict[str, Any]]:
+    """The catalog: every event type with its meaning and a sample payload."""
+    return [
+        {"type": t.name, "description": t.description, "sample": t.sample} for t in CATALOG.values()
+    ]

@@ -1,0 +1,31 @@
+"""GET /health: is Redis reachable, is the database reachable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from apex.api.runtime import runtime
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def health() -> tuple[dict[str, Any], int]:
+    rt = runtime()
+    checks = {"redis": "ok", "database": "ok"}
+    try:
+        rt.redis.ping()
+    except RedisError as exc:
+        checks["redis"] = f"unreachable: {type(exc).__name__}"
+    try:
+        with rt.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    healthy = all(v == "ok" for v in checks.values())
+    return {"status": "ok" if healthy else "unavailable", **checks}, 200 if healthy else 503

@@ -1,0 +1,290 @@
+"""Delivery rows: claim under a lease, record attempts and decisions, find what is due or stuck."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from apex.delivery.attempt import Outcome
+from apex.delivery.backoff import Decision
+from apex.errors import NotFoundError
+from apex.ids import new_id
+from apex.models import attempts, deliveries, events, subscriptions
+
+# A due delivery still pending this long after it was last enqueued is taken as lost from Redis.
+REQUEUE_AFTER = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this process now holds the lease on, with what it needs to attempt it."""
+
+    id: str
+    event_id: str
+    event_type: str
+    event_created_at: datetime
+    data: Any
+    subscription_id: str
+    url: str
+    attempts: int
+    failing_since: datetime | None
+
+
+def claim(conn: Connection, delivery_id: str, now: datetime, lease: timedelta) -> Claimed | None:
+    """Take the lease on a due pending delivery, or on one whose lease expired.
+
+    Returns None when the delivery is not ours to attempt (delivered, cancelled, not yet due,
+    or leased by another worker): a duplicate job is a no-op.
+    """
+    claimable = sa.or_(
+        sa.and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now),
+        sa.and_(deliveries.c.status == "in_flight", deliveries.c.lease_until < now),
+    )
+    result = conn.execute(
+        deliveries.update()
+        .where(deliveries.c.id == delivery_id, claimable)
+        .values(status="in_flight", lease_until=now + lease, updated_at=now)
+    )
+    if result.rowcount != 1:
+        return None
+    row = conn.execute(
+        sa.select(
+            deliveries.c.id,
+            deliveries.c.event_id,
+            events.c.type,
+            events.c.created_at,
+            events.c.data,
+            deliveries.c.subscription_id,
+            subscriptions.c.url,
+            deliveries.c.attempts,
+            subscriptions.c.failing_since,
+        )
+        .join(events, events.c.id == deliveries.c.event_id)
+        .join(subscriptions, subscriptions.c.id == deliveries.c.subscription_id)
+        .where(deliveries.c.id == delivery_id)
+    ).one()
+    return Claimed(*row)
+
+
+def record(
+    conn: Connection,
+    claimed: Claimed,
+    outcome: Outcome,
+    decision: Decision,
+    now: datetime,
+    disable_after: timedelta,
+) -> str:
+    """Store the attempt and apply the decision. Returns the delivery's new status.
+
+    A 410 disables the subscription at once; a subscription failing continuously for
+    `disable_after` is disabled too; a success clears its failure record.
+    """
+    number = claimed.attempts + 1
+    conn.execute(
+        attempts.insert().values(
+            id=new_id("att"),
+            delivery_id=claimed.id,
+            attempted_at=now,
+            duration_ms=outcome.duration_ms,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            response_body=outcome.response_body,
+        )
+    )
+    values: dict[str, Any] = {
+        "attempts": number,
+        "lease_until": None,
+        "last_status_code": outcome.status_code,
+        "last_error": outcome.error,
+        "updated_at": now,
+    }
+    sub = subscriptions.update().where(subscriptions.c.id == claimed.subscription_id)
+    if decision.kind == "delivered":
+        values.update(status="delivered", delivered_at=now, next_attempt_at=None)
+        conn.execute(sub.values(failing_since=None))
+    elif decision.kind == "disable":
+        values.update(status="failed", next_attempt_at=None)
+        conn.execute(
+            sub.where(subscriptions.c.status != "disabled").values(
+                status="disabled", disabled_reason="endpoint answered 410 Gone", updated_at=now
+            )
+        )
+    else:
+        failing_since = claimed.failing_since or now
+        if decision.kind == "retry" and decision.delay is not None:
+            values.update(status="pending", next_attempt_at=now + timedelta(seconds=decision.delay))
+            values["enqueued_at"] = now
+        else:
+            values.update(status="failed", next_attempt_at=None)
+        conn.execute(sub.where(subscriptions.c.failing_since.is_(None)).values(failing_since=now))
+        if now - failing_since >= disable_after:
+            conn.execute(
+                sub.where(subscriptions.c.status == "active").values(
+                    status="disabled",
+                    disabled_reason=f"failing continuously since {failing_since.isoformat()}",
+                    updated_at=now,
+                )
+            )
+    conn.execute(deliveries.update().where(deliveries.c.id == claimed.id).values(**values))
+    return str(values["status"])
+
+
+def skip(conn: Connection, claimed: Claimed, reason: str, now: datetime) -> None:
+    """Hand a claimed delivery back as `skipped` (its subscription was paused or disabled)."""
+    conn.execute(
+        deliveries.update()
+        .where(deliveries.c.id == claimed.id)
+        .values(status="skipped", lease_until=None, next_attempt_at=None, last_error=reason,
+                updated_at=now)
+    )  # fmt: skip
+
+
+def subscription_status(conn: Connection, subscription_id: str) -> str:
+    return str(
+        conn.execute(
+            sa.select(subscriptions.c.status).where(subscriptions.c.id == subscription_id)
+        ).scalar_one()
+    )
+
+
+def release(conn: Connection, delivery_id: str, now: datetime, delay: timedelta) -> None:
+    """Give back a claimed delivery untried (e.g. the endpoint is at its concurrency limit)."""
+    conn.execute(
+        deliveries.update()
+        .where(deliveries.c.id == delivery_id, deliveries.c.status == "in_flight")
+        .values(status="pending", lease_until=None, next_attempt_at=now + delay, enqueued_at=now,
+                updated_at=now)
+    )  # fmt: skip
+
+
+def lost(engine: Engine, now: datetime, limit: int = 5000) -> list[str]:
+    """Deliveries the queue seems to have lost: due, pending, and not enqueued for a while; or
+    in flight with an expired lease (the worker died). Marks them enqueued now."""
+    stale = now - REQUEUE_AFTER
+    with engine.begin() as conn:
+        ids = list(
+            conn.execute(
+                sa.select(deliveries.c.id)
+                .where(
+                    sa.or_(
+                        sa.and_(
+                            deliveries.c.status == "pending",
+                            deliveries.c.next_attempt_at <= now,
+                            sa.or_(
+                                deliveries.c.enqueued_at.is_(None),
+                                deliveries.c.enqueued_at <= stale,
+                            ),
+                        ),
+                        sa.and_(deliveries.c.status == "in_flight", deliveries.c.lease_until < now),
+                    )
+                )
+                .order_by(deliveries.c.next_attempt_at)
+                .limit(limit)
+            ).scalars()
+        )
+        if ids:
+            conn.execute(
+                deliveries.update().where(deliveries.c.id.in_(ids)).values(enqueued_at=now)
+            )
+    return ids
+
+
+def requeue(
+    engine: Engine, delivery_ids: list[str], now: datetime, include_delivered: bool = False
+) -> list[str]:
+    """Make deliveries due now (retry/recover); returns the ids it changed. In-flight and
+    cancelled deliveries are left alone; delivered ones only with `include_delivered`."""
+    if not delivery_ids:
+        return []
+    statuses = ["failed", "skipped", "pending"] + (["delivered"] if include_delivered else [])
+    with engine.begin() as conn:
+        result = conn.execute(
+            deliveries.update()
+            .where(
+                deliveries.c.id.in_(delivery_ids),
+                deliveries.c.status.in_(statuses),
+            )
+            .values(status="pending", next_attempt_at=now, enqueued_at=now, updated_at=now)
+            .returning(deliveries.c.id)
+        )
+        return list(result.scalars())
+
+
+def get_delivery_subscription(engine: Engine, delivery_id: str) -> str:
+    """The subscription id of a delivery. Raises NotFoundError."""
+    with engine.connect() as conn:
+        sub_id = conn.execute(
+            sa.select(deliveries.c.subscription_id).where(deliveries.c.id == delivery_id)
+        ).scalar_one_or_none()
+    if sub_id is None:
+        raise NotFoundError(f"No delivery {delivery_id}")
+    return str(sub_id)
+
+
+def recoverable(engine: Engine, subscription_id: str, since: datetime) -> list[str]:
+    """Failed and skipped deliveries of a subscription created since `since`, oldest first."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(deliveries.c.id)
+                .where(
+                    deliveries.c.subscription_id == subscription_id,
+                    deliveries.c.status.in_(("failed", "skipped")),
+                    deliveries.c.created_at >= since,
+                )
+                .order_by(deliveries.c.created_at)
+            ).scalars()
+        )
+
+
+def page(
+    engine: Engine, subscription_id: str, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Deliveries of a subscription, newest first, each with its attempts; and the next cursor."""
+    query = (
+        sa.select(deliveries, events.c.type.label("event_type"))
+        .join(events, events.c.id == deliveries.c.event_id)
+        .where(deliveries.c.subscription_id == subscription_id)
+        .order_by(deliveries.c.created_at.desc(), deliveries.c.id.desc())
+        .limit(limit + 1)
+    )
+    if status:
+        query = query.where(deliveries.c.status == status)
+    with engine.connect() as conn:
+        if cursor:
+            anchor = conn.execute(
+                sa.select(deliveries.c.created_at, deliveries.c.id).where(deliveries.c.id == cursor)
+            ).first()
+            if anchor is None:
+                raise NotFoundError(f"Unknown cursor {cursor}")
+            query = query.where(
+                sa.or_(
+                    deliveries.c.created_at < anchor.created_at,
+                    sa.and_(
+                        deliveries.c.created_at == anchor.created_at, deliveries.c.id < anchor.id
+                    ),
+                )
+            )
+        rows = [dict(r._mapping) for r in conn.execute(query)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        ids = [r["id"] for r in rows]
+        tries = (
+            conn.execute(
+                sa.select(attempts)
+                .where(attempts.c.delivery_id.in_(ids))
+                .order_by(attempts.c.attempted_at)
+            ).all()
+            if ids
+            else []
+        )
+    by_delivery: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    for t in tries:
+        by_delivery[t.delivery_id].append(dict(t._mapping))
+    for r in rows:
+        r["attempt_log"] = by_delivery[r["id"]]
+    return rows, (rows[-1]["id"] if more and rows else None)

@@ -1,0 +1,1 @@
+"""Incoming webhooks: one verifier module per source, chosen from VERIFIERS."""

@@ -1,0 +1,141 @@
+"""What the inbound verifiers share: secrets, signature matching, clock tolerance, JSON bodies."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+from apex.errors import (
+    ApexError,
+    BadRequestError,
+    InvalidSignatureError,
+    SourceNotConfiguredError,
+)
+from apex.inbound.request import RawRequest
+
+# Enough digits for milliseconds until the year 33658; also keeps int() far from its digit limit.
+_UNIX_TIME = re.compile(r"[0-9]{1,15}")
+
+
+def usable_secrets(secrets: Sequence[str], source: str) -> list[str]:
+    """The non-blank secrets, in order.
+
+    Raises SourceNotConfiguredError when none is left (an empty key would let anyone sign), and
+    TypeError for a bare string, whose characters would otherwise be tried as one-letter keys.
+    """
+    if isinstance(secrets, str):
+        raise TypeError("secrets must be a sequence of strings, not a string")
+    usable = [secret for secret in secrets if secret.strip()]
+    if not usable:
+        raise SourceNotConfiguredError(f"No webhook secret is configured for {source}")
+    return usable
+
+
+def require_header(
+    request: RawRequest, name: str, error: type[ApexError] = InvalidSignatureError
+) -> str:
+    """The stripped value of header `name`; raises `error` when it is absent or blank."""
+    value = (request.header(name) or "").strip()
+    if not value:
+        raise error(f"Missing {name} header")
+    return value
+
+
+def hmac_sha256(secret: str, message: bytes) -> bytes:
+    return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).digest()
+
+
+def matches_any(expected: Iterable[str], received: Iterable[str]) -> bool:
+    """Whether any received signature equals any expected one, each compared in constant time.
+
+    Compared as bytes: compare_digest raises TypeError on non-ASCII str, and a header may hold any
+    character. Never raises.
+    """
+    received_bytes = [value.encode("utf-8", "replace") for value in received]
+    return any(
+        hmac.compare_digest(candidate.encode("utf-8"), value)
+        for candidate in expected
+        for value in received_bytes
+    )
+
+
+def parse_unix_time(text: str, what: str) -> int:
+    """A non-negative integer timestamp written in ASCII digits; raises InvalidSignatureError."""
+    if not _UNIX_TIME.fullmatch(text):
+        raise InvalidSignatureError(f"{what} is not an integer timestamp")
+    return int(text)
+
+
+def check_timestamp(signed_at: float, now: float, tolerance: float, what: str) -> None:
+    """Refuse a signature made more than `tolerance` seconds before or after `now`.
+
+    Raises InvalidSignatureError. Both directions: a far-future timestamp would stay valid for
+    replay until the clock catches up with it.
+    """
+    age = now - signed_at
+    if age > tolerance:
+        raise InvalidSignatureError(
+            f"{what} is {age:.0f} s old, older than the {tolerance:.0f} s tolerance"
+        )
+    if -age > tolerance:
+        raise InvalidSignatureError(
+            f"{what} is {-age:.0f} s in the future, beyond the {tolerance:.0f} s tolerance"
+        )
+
+
+def parse_json(body: bytes | str) -> object:
+    """Parse a verified body as strict JSON (UTF-8, no NaN or Infinity).
+
+    Raises BadRequestError, whose detail never quotes the body.
+    """
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+    except UnicodeDecodeError:
+        raise BadRequestError("Body is not UTF-8 text") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise BadRequestError(
+            f"Body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    except ValueError as exc:
+        raise BadRequestError(f"Body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadRequestError("Body is not valid JSON (nested too deeply)") from None
+
+
+def parse_json_object(body: bytes | str, what: str) -> dict[str, object]:
+    """Parse a verified body that must be one JSON object; raises BadRequestError."""
+    value = parse_json(body)
+    if not isinstance(value, dict):
+        raise BadRequestError(f"{what} must be a JSON object, not {_json_kind(value)}")
+    return value
+
+
+def required_string(obj: Mapping[str, object], key: str, what: str) -> str:
+    """`obj[key]` when it is a non-empty string; raises BadRequestError."""
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise BadRequestError(f"{what} has no {key!r} string")
+    return value
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _json_kind(value: object) -> str:
+    return _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+_JSON_KINDS: dict[type, str] = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}

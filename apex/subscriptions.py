@@ -1,0 +1,250 @@
+"""Webhook subscriptions: URL and event rules, create / read / update / delete, secret rotation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from apex.catalog import WILDCARD, is_known
+from apex.db import utcnow
+from apex.delivery.signing import generate_secret
+from apex.errors import NotFoundError
+from apex.ids import new_id
+from apex.models import deliveries, subscriptions
+from apex.secretbox import SecretBox
+
+MAX_URL_LENGTH = 2048
+STATUSES = ("active", "paused", "disabled")
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    url: str
+    events: list[str]
+    description: str
+    status: str
+    disabled_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def wants(self, event_type: str) -> bool:
+        return WILDCARD in self.events or event_type in self.events
+
+
+@dataclass(frozen=True)
+class SigningSecrets:
+    """The secrets that sign a delivery now: the current one, then a still-valid previous one."""
+
+    current: str
+    previous: str | None
+
+    def active(self) -> list[str]:
+        return [self.current] + ([self.previous] if self.previous else [])
+
+
+def url_problem(url: str, allow_http: bool) -> str | None:
+    """Why `url` is not an acceptable destination, or None if it is."""
+    if len(url) > MAX_URL_LENGTH:
+        return f"must be at most {MAX_URL_LENGTH} characters, got {len(url)}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc}): {url!r}"
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes:
+        return f"must be an absolute {' or '.join(schemes)}:// URL, got {url!r}"
+    if not parts.hostname:
+        return f"must include a host, got {url!r}"
+    if parts.username is not None or parts.password is not None:
+        return "must not contain credentials (user:password@)"
+    if parts.fragment:
+        return "must not contain a #fragment"
+    return None
+
+
+def events_problem(events: list[str]) -> str | None:
+    """Why `events` is not an acceptable event list, or None if it is."""
+    if not events:
+        return "must list at least one event type"
+    unknown = [e for e in events if e != WILDCARD and not is_known(e)]
+    if unknown:
+        return f"unknown event type(s): {', '.join(map(repr, unknown))}"
+    duplicates = sorted({e for e in events if events.count(e) > 1})
+    if duplicates:
+        return f"duplicate event type(s): {', '.join(map(repr, duplicates))}"
+    return None
+
+
+def _from_row(row: Any) -> Subscription:
+    return Subscription(
+        id=row.id,
+        url=row.url,
+        events=list(row.events),
+        description=row.description,
+        status=row.status,
+        disabled_reason=row.disabled_reason,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+_LIVE = subscriptions.c.deleted_at.is_(None)
+
+
+def create(
+    engine: Engine,
+    box: SecretBox,
+    url: str,
+    events: list[str],
+    secret: str | None = None,
+    description: str = "",
+) -> tuple[Subscription, str]:
+    """Create an active subscription; return it and its signing secret (the only time it is shown).
+
+    Inputs are trusted: the API layer has validated them with url_problem / events_problem.
+    """
+    now = utcnow()
+    secret = secret or generate_secret()
+    sub = Subscription(new_id("wh"), url, list(events), description, "active", None, now, now)
+    with engine.begin() as conn:
+        conn.execute(
+            subscriptions.insert().values(
+                id=sub.id,
+                url=sub.url,
+                events=sub.events,
+                description=description,
+                status=sub.status,
+                secret=box.seal(secret),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    return sub, secret
+
+
+def list_all(engine: Engine) -> list[Subscription]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(subscriptions).where(_LIVE).order_by(subscriptions.c.created_at)
+        ).all()
+    return [_from_row(r) for r in rows]
+
+
+def get(conn: Connection | Engine, sub_id: str) -> Subscription:
+    """Raises NotFoundError for an unknown or deleted id."""
+    if isinstance(conn, Engine):
+        with conn.connect() as c:
+            return get(c, sub_id)
+    row = conn.execute(sa.select(subscriptions).where(subscriptions.c.id == sub_id, _LIVE)).first()
+    if row is None:
+        raise NotFoundError(f"No webhook {sub_id}")
+    return _from_row(row)
+
+
+def signing_secrets(conn: Connection, box: SecretBox, sub_id: str) -> SigningSecrets:
+    """The secrets to sign with now. Raises NotFoundError for an unknown id."""
+    row = conn.execute(
+        sa.select(
+            subscriptions.c.secret,
+            subscriptions.c.previous_secret,
+            subscriptions.c.previous_secret_expires_at,
+        ).where(subscriptions.c.id == sub_id)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"No webhook {sub_id}")
+    previous = None
+    if (
+        row.previous_secret
+        and row.previous_secret_expires_at
+        and row.previous_secret_expires_at > utcnow()
+    ):
+        previous = box.open(row.previous_secret)
+    return SigningSecrets(box.open(row.secret), previous)
+
+
+def update(engine: Engine, sub_id: str, changes: dict[str, Any]) -> Subscription:
+    """Apply validated changes (url, events, description, status active|paused).
+
+    Re-activating a disabled subscription clears its failure record. Raises NotFoundError.
+    """
+    with engine.begin() as conn:
+        current = get(conn, sub_id)
+        values: dict[str, Any] = dict(changes)
+        if values.get("status") == "active" and current.status != "active":
+            values.update(disabled_reason=None, failing_since=None)
+        values["updated_at"] = utcnow()
+        conn.execute(subscriptions.update().where(subscriptions.c.id == sub_id).values(**values))
+        return get(conn, sub_id)
+
+
+def delete(engine: Engine, sub_id: str) -> list[str]:
+    """Delete a subscription; cancel (and record as cancelled) its pending deliveries.
+
+    Returns the ids of the cancelled deliveries. Raises NotFoundError for an unknown id.
+    The row is kept (soft delete) so its delivery log stays readable.
+    """
+    now = utcnow()
+    with engine.begin() as conn:
+        get(conn, sub_id)
+        cancelled = list(
+            conn.execute(
+                sa.select(deliveries.c.id).where(
+                    deliveries.c.subscription_id == sub_id,
+                    deliveries.c.status.in_(("pending", "in_flight", "skipped")),
+                )
+            ).scalars()
+        )
+        if cancelled:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id.in_(cancelled))
+                .values(
+                    status="cancelled",
+                    last_error="subscription deleted",
+                    next_attempt_at=None,
+                    lease_until=None,
+                    updated_at=now,
+                )
+            )
+        conn.execute(
+            subscriptions.update()
+            .where(subscriptions.c.id == sub_id)
+            .values(deleted_at=now, status="disabled", disabled_reason="deleted", updated_at=now)
+        )
+    return cancelled
+
+
+def rotate_secret(
+    engine: Engine, box: SecretBox, sub_id: str, overlap: timedelta, secret: str | None = None
+) -> tuple[Subscription, str, datetime]:
+    """Replace the signing secret; the old one keeps signing for `overlap`.
+
+    Returns the subscription, the new secret (shown once) and when the old one expires.
+    Raises NotFoundError.
+    """
+    new_secret = secret or generate_secret()
+    now = utcnow()
+    expires = now + overlap
+    with engine.begin() as conn:
+        sub = get(conn, sub_id)
+        old = conn.execute(
+            sa.select(subscriptions.c.secret).where(subscriptions.c.id == sub_id)
+        ).scalar_one()
+        conn.execute(
+            subscriptions.update()
+            .where(subscriptions.c.id == sub_id)
+            .values(
+                secret=box.seal(new_secret),
+                previous_secret=old,
+                previous_secret_expires_at=expires,
+                updated_at=now,
+            )
+        )
+    return replace(sub, updated_at=now), new_secret, expires

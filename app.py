@@ -1,0 +1,31 @@
+"""create_app(settings=None) -> Flask: the single assembly point of the web process."""
+
+from __future__ import annotations
+
+from flask import Flask
+from redis import Redis
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from apex.api import init_api
+from apex.api.cli import init_cli
+from apex.api.runtime import Runtime
+from apex.db import make_engine
+from apex.secretbox import SecretBox
+from config import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask("apex")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_inbound_body
+    app.extensions["apex"] = Runtime(
+        settings=settings,
+        engine=make_engine(settings.database_url),
+        redis=Redis.from_url(settings.redis_url),
+        box=SecretBox(settings.secret_key),
+    )
+    # Behind Heroku's router: trust one hop of X-Forwarded-Proto/Host for the public URL.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    init_api(app)
+    init_cli(app)
+    return app

@@ -1,0 +1,160 @@
+"""Settings: one frozen dataclass, loaded once from the environment, failing fast on bad values."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_DATABASE_URL = "sqlite:///var/apex.db"
+DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+
+
+class SettingsError(Exception):
+    """A required setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str  # REDIS_URL, required
+    secret_key: str = field(repr=False)  # APEX_SECRET_KEY, required: a Fernet key
+    database_url: str = DEFAULT_DATABASE_URL  # DATABASE_URL
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # APEX_API_KEYS, comma-separated
+    port: int = 5000  # PORT
+    allow_http: bool = False  # APEX_ALLOW_HTTP
+    allow_private_destinations: bool = False  # APEX_ALLOW_PRIVATE_DESTINATIONS
+    public_url: str | None = None  # APEX_PUBLIC_URL
+    retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE  # APEX_RETRY_SCHEDULE
+    disable_after: int = 5 * 86400  # APEX_DISABLE_AFTER, seconds
+    rotation_overlap: int = 86400  # APEX_ROTATION_OVERLAP, seconds
+    delivery_concurrency: int = 16  # APEX_DELIVERY_CONCURRENCY, requests in flight per worker
+    endpoint_concurrency: int = 4  # APEX_ENDPOINT_CONCURRENCY, per subscription per worker
+    connect_timeout: float = 5.0  # APEX_CONNECT_TIMEOUT, seconds
+    request_timeout: float = 15.0  # APEX_REQUEST_TIMEOUT, seconds, total
+    lease_seconds: int = 60  # APEX_LEASE_SECONDS, how long an in-flight delivery is held
+    max_inbound_body: int = 1024 * 1024  # APEX_MAX_INBOUND_BODY, bytes
+    stripe_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    github_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    hubspot_client_secrets: tuple[str, ...] = field(default=(), repr=False)
+    log_format: str = "text"  # APEX_LOG_FORMAT: text | json
+    log_level: str = "INFO"  # APEX_LOG_LEVEL
+
+    def inbound_secrets(self, source: str) -> tuple[str, ...]:
+        return {
+            "stripe": self.stripe_webhook_secrets,
+            "github": self.github_webhook_secrets,
+            "hubspot": self.hubspot_client_secrets,
+        }.get(source, ())
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected 1/0/true/false, got {value!r}")
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _schedule(value: str) -> tuple[int, ...]:
+    steps = tuple(int(part) for part in _csv(value))
+    if not steps or any(step <= 0 for step in steps):
+        raise ValueError(f"expected comma-separated positive seconds, got {value!r}")
+    return steps
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def _fernet_key(value: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(value.encode())
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(
+            "expected a Fernet key (32 url-safe base64 bytes); make one with `make key`"
+        )
+    return value
+
+
+def _database_url(value: str) -> str:
+    # Heroku still hands out postgres://, which SQLAlchemy 2 no longer accepts.
+    for prefix in ("postgres://", "postgresql://"):
+        if value.startswith(prefix):
+            return "postgresql+psycopg://" + value[len(prefix) :]
+    if value.startswith(("postgresql+psycopg://", "sqlite://")):
+        return value
+    raise ValueError("expected a postgres:// or sqlite:/// URL")
+
+
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise ValueError(f"expected text or json, got {value!r}")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from `environ` (default os.environ). Raises SettingsError naming the var."""
+    env = os.environ if environ is None else environ
+
+    def parse_value(name: str, raw: str, parse: Callable[[str], T]) -> T:
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{name} is malformed: {exc}") from None
+
+    def get(name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = env.get(name)
+        return default if not raw else parse_value(name, raw, parse)
+
+    def required(name: str, parse: Callable[[str], T]) -> T:
+        raw = env.get(name)
+        if not raw:
+            raise SettingsError(f"{name} is required but not set")
+        return parse_value(name, raw, parse)
+
+    return Settings(
+        redis_url=required("REDIS_URL", str),
+        secret_key=required("APEX_SECRET_KEY", _fernet_key),
+        database_url=get("DATABASE_URL", _database_url, DEFAULT_DATABASE_URL),
+        api_keys=get("APEX_API_KEYS", _csv, ()),
+        port=get("PORT", _positive_int, 5000),
+        allow_http=get("APEX_ALLOW_HTTP", _flag, False),
+        allow_private_destinations=get("APEX_ALLOW_PRIVATE_DESTINATIONS", _flag, False),
+        public_url=get("APEX_PUBLIC_URL", lambda v: v.rstrip("/"), None),
+        retry_schedule=get("APEX_RETRY_SCHEDULE", _schedule, DEFAULT_RETRY_SCHEDULE),
+        disable_after=get("APEX_DISABLE_AFTER", _positive_int, 5 * 86400),
+        rotation_overlap=get("APEX_ROTATION_OVERLAP", _positive_int, 86400),
+        delivery_concurrency=get("APEX_DELIVERY_CONCURRENCY", _positive_int, 16),
+        endpoint_concurrency=get("APEX_ENDPOINT_CONCURRENCY", _positive_int, 4),
+        connect_timeout=get("APEX_CONNECT_TIMEOUT", _positive_float, 5.0),
+        request_timeout=get("APEX_REQUEST_TIMEOUT", _positive_float, 15.0),
+        lease_seconds=get("APEX_LEASE_SECONDS", _positive_int, 60),
+        max_inbound_body=get("APEX_MAX_INBOUND_BODY", _positive_int, 1024 * 1024),
+        stripe_webhook_secrets=get("STRIPE_WEBHOOK_SECRET", _csv, ()),
+        github_webhook_secrets=get("GITHUB_WEBHOOK_SECRET", _csv, ()),
+        hubspot_client_secrets=get("HUBSPOT_CLIENT_SECRET", _csv, ()),
+        log_format=get("APEX_LOG_FORMAT", _log_format, "text"),
+        log_level=get("APEX_LOG_LEVEL", str.upper, "INFO"),
+    )

@@ -1,0 +1,1 @@
+"""The one-command development launcher: embedded Redis, migrations, the Procfile."""

@@ -1,0 +1,76 @@
+"""`make run`: development defaults, an embedded Redis when REDIS_URL is unset, migrations, then
+web + worker + scheduler under honcho. Ctrl-C (or SIGTERM) stops everything, Redis last."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+
+from apex.secretbox import generate_key
+from launcher.embedded_redis import EmbeddedRedis
+
+VAR = Path("var")
+
+
+def _dev_secret_key() -> str:
+    path = VAR / "secret.key"
+    if not path.exists():
+        VAR.mkdir(exist_ok=True)
+        path.write_text(generate_key())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def dev_environment() -> dict[str, str]:
+    """The environment for the processes: the caller's, plus development defaults."""
+    env = dict(os.environ)
+    # The Procfile names gunicorn and python: make them this virtualenv's.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("APEX_SECRET_KEY", _dev_secret_key())
+    env.setdefault("DATABASE_URL", "sqlite:///var/apex.db")
+    env.setdefault("PORT", "5000")
+    env.setdefault("APEX_LOG_FORMAT", "text")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def main() -> int:
+    env = dev_environment()
+    redis = None
+    if not env.get("REDIS_URL"):
+        redis = EmbeddedRedis(VAR / "redis").start()
+        env["REDIS_URL"] = redis.url
+        print(f"launcher: embedded Redis on {redis.url} (data in {VAR / 'redis'})", flush=True)
+    honcho: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if honcho is not None and honcho.poll() is None:
+            honcho.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], env=env, check=True)
+        honcho = subprocess.Popen(
+            [sys.executable, "-m", "honcho", "start", "-f", "Procfile", "-p", env["PORT"],
+             "web", "worker", "scheduler"],
+            env=env,
+        )  # fmt: skip
+        while True:
+            try:
+                return honcho.wait()
+            except KeyboardInterrupt:
+                continue  # honcho got the same Ctrl-C and is stopping its processes
+    except subprocess.CalledProcessError as exc:
+        return exc.returncode
+    finally:
+        if redis is not None:
+            redis.stop()
+            print("launcher: embedded Redis stopped", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""apex.inbound.github.verify: X-Hub-Signature-256 over the raw body, event and delivery headers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from apex.errors import BadRequestError, InvalidSignatureError, SourceNotConfiguredError
+from apex.inbound import github
+from apex.inbound.request import RawRequest
+
+VECTORS = json.loads((Path(__file__).parents[1] / "data" / "github_vectors.json").read_text())[
+    "vectors"
+]
+SECRET = "gh_test_secret"
+OLD_SECRET = "gh_old_secret"
+BODY = b'{"action":"created","starred_at":"2026-11-26T14:03:22Z","sender":{"id":1}}'
+DELIVERY = "8f0c2a10-c6b4-11f0-9a3e-1c2b3a4d5e6f"
+NOW = 1_764_165_600.0
+
+
+def sign(body: bytes, secret: str = SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def request(
+    body: bytes = BODY, *, signature: str | None = None, **headers: str | None
+) -> RawRequest:
+    """A signed star delivery; `signature=` and header keywords (x_github_event=…) override it,
+    None removes a header."""
+    values: dict[str, str | None] = {
+        "x-hub-signature-256": sign(body) if signature is None else signature,
+        "x-github-event": "star",
+        "x-github-delivery": DELIVERY,
+        "x-github-hook-id": "512345678",
+        "content-type": "application/json",
+        "user-agent": "GitHub-Hookshot/abc123",
+    }
+    values.update({name.replace("_", "-"): value for name, value in headers.items()})
+    present = {name: value for name, value in values.items() if value is not None}
+    return RawRequest("POST", "https://apex.example.com/api/webhooks/github", present, body)
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=[vector["name"] for vector in VECTORS])
+def test_published_vector_passes_signature_check(vector: dict[str, Any]) -> None:
+    raw = request(vector["body"].encode(), signature=vector["x_hub_signature_256"])
+
+    if vector["expect"] == "not_json":
+        # Reaching the JSON check proves the signature was accepted.
+        with pytest.raises(BadRequestError, match="not valid JSON"):
+            github.verify(raw, [vector["secret"]], NOW)
+    else:
+        (event,) = github.verify(raw, [vector["secret"]], NOW)
+        assert event.payload == json.loads(vector["body"])
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=[vector["name"] for vector in VECTORS])
+def test_refuses_published_sha1_signature_alone(vector: dict[str, Any]) -> None:
+    raw = request(
+        vector["body"].encode(),
+        x_hub_signature_256=None,
+        x_hub_signature=vector["x_hub_signature"],
+    )
+
+    with pytest.raises(InvalidSignatureError, match="SHA-1") as caught:
+        github.verify(raw, [vector["secret"]], NOW)
+    assert vector["secret"] not in caught.value.detail
+
+
+def test_accepts_valid_delivery_as_one_event() -> None:
+    events = github.verify(request(), [SECRET], NOW)
+
+    assert len(events) == 1
+    event = events[0]
+    assert (event.source, event.type) == ("github", "star")
+    assert event.dedupe_key == f"512345678:{DELIVERY}"
+    assert event.payload == json.loads(BODY)
+
+
+def test_keeps_delivery_headers_and_drops_signatures() -> None:
+    raw = request(
+        x_hub_signature=f"sha1={'0' * 40}",
+        x_github_hook_installation_target_type="repository",
+        x_github_hook_installation_target_id="812345001",
+    )
+
+    (event,) = github.verify(raw, [SECRET], NOW)
+
+    assert event.headers == {
+        "x-github-event": "star",
+        "x-github-delivery": DELIVERY,
+        "x-github-hook-id": "512345678",
+        "x-github-hook-installation-target-type": "repository",
+        "x-github-hook-installation-target-id": "812345001",
+    }
+
+
+@pytest.mark.parametrize(
+    ("hook_id", "dedupe_key"),
+    [("512345678", f"512345678:{DELIVERY}"), (None, DELIVERY), ("", DELIVERY)],
+    ids=["with_hook_id", "without_hook_id", "blank_hook_id"],
+)
+def test_dedupe_key_combines_hook_id_and_delivery_id(hook_id: str | None, dedupe_key: str) -> None:
+    (event,) = github.verify(request(x_github_hook_id=hook_id), [SECRET], NOW)
+
+    assert event.dedupe_key == dedupe_key
+
+
+def test_accepts_ping_like_any_event() -> None:
+    body = b'{"zen":"Design for failure.","hook_id":512345678,"hook":{"type":"Repository"}}'
+
+    (event,) = github.verify(request(body, x_github_event="ping"), [SECRET], NOW)
+
+    assert event.type == "ping"
+
+
+@pytest.mark.parametrize(
+    "secrets",
+    [[OLD_SECRET, SECRET], [SECRET, OLD_SECRET], ["", SECRET]],
+    ids=["new_secret_second", "new_secret_first", "blank_secret_skipped"],
+)
+def test_accepts_signature_from_any_rolling_secret(secrets: list[str]) -> None:
+    assert github.verify(request(), secrets, NOW)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (request(BODY + b" ", signature=sign(BODY)), "does not match"),
+        (request(signature=sign(BODY, "wrong_secret")), "does not match"),
+        (request(x_hub_signature_256=None), "Missing X-Hub-Signature-256"),
+        (request(signature="   "), "Missing X-Hub-Signature-256"),
+        (request(signature=sign(BODY).removeprefix("sha256=")), "does not match"),
+        (request(signature=sign(BODY).upper()), "does not match"),
+        (request(signature="sha256=é" + "0" * 63), "does not match"),
+        (request(x_hub_signature_256=None, x_hub_signature=f"sha1={'0' * 40}"), "SHA-1"),
+    ],
+    ids=[
+        "tampered_body",
+        "wrong_secret",
+        "missing_header",
+        "blank_header",
+        "missing_sha256_prefix",
+        "uppercase_hex",
+        "non_ascii_signature",
+        "sha1_only",
+    ],
+)
+def test_rejects_bad_or_missing_signature(raw: RawRequest, reason: str) -> None:
+    with pytest.raises(InvalidSignatureError, match=reason) as caught:
+        github.verify(raw, [SECRET], NOW)
+    assert SECRET not in caught.value.detail
+    assert BODY.decode() not in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    "missing", ["x-github-event", "x-github-delivery"], ids=["no_event_type", "no_delivery_id"]
+)
+def test_rejects_verified_delivery_without_event_or_delivery_header(missing: str) -> None:
+    signed = request()
+    raw = replace(signed, headers={k: v for k, v in signed.headers.items() if k != missing})
+
+    with pytest.raises(BadRequestError, match="Missing X-GitHub-"):
+        github.verify(raw, [SECRET], NOW)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[1, 2]", b'"star"', b"\xff\xfe{}", b'{"n": NaN}', b"[" * 100_000],
+    ids=["text", "array", "string", "not_utf8", "nan", "nested_too_deep"],
+)
+def test_rejects_verified_body_that_is_not_a_json_object(body: bytes) -> None:
+    with pytest.raises(BadRequestError):
+        github.verify(request(body), [SECRET], NOW)
+
+
+def test_reads_form_encoded_payload_field() -> None:
+    body = urlencode({"payload": BODY.decode()}).encode()
+    raw = request(body, content_type="application/x-www-form-urlencoded; charset=utf-8")
+
+    (event,) = github.verify(raw, [SECRET], NOW)
+
+    assert event.payload == json.loads(BODY)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"zen=hi", b"payload=%7B%7D&payload=%7B%7D", b"payload=%5B%5D", b"payload=\xff"],
+    ids=["no_payload_field", "two_payload_fields", "payload_not_object", "not_ascii"],
+)
+def test_rejects_form_body_without_one_json_object_payload(body: bytes) -> None:
+    raw = request(body, content_type="application/x-www-form-urlencoded")
+
+    with pytest.raises(BadRequestError):
+        github.verify(raw, [SECRET], NOW)
+
+
+@pytest.mark.parametrize("secrets", [[], [""], ["  "]], ids=["none", "empty", "blank"])
+def test_reports_source_not_configured_without_usable_secret(secrets: list[str]) -> None:
+    with pytest.raises(SourceNotConfiguredError):
+        github.verify(request(), secrets, NOW)
+
+
+def test_refuses_a_bare_string_as_secrets() -> None:
+    with pytest.raises(TypeError):
+        github.verify(request(), SECRET, NOW)

@@ -1,0 +1,1 @@
+"""Background processes: RQ job functions, the delivery dispatcher, and periodic jobs."""

@@ -1,0 +1,66 @@
+"""The per-process state of a worker: settings, database engine, Redis, HTTP session, dispatcher."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+
+from redis import Redis
+from sqlalchemy.engine import Engine
+
+from apex.db import make_engine
+from apex.delivery.deliver import DeliveryContext
+from apex.delivery.ssrf import new_session
+from apex.secretbox import SecretBox
+from config import Settings, load_settings
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    settings: Settings
+    engine: Engine
+    redis: Redis
+    box: SecretBox
+    delivery: DeliveryContext
+
+
+_lock = threading.Lock()
+_current: WorkerContext | None = None
+
+
+def build(settings: Settings) -> WorkerContext:
+    engine = make_engine(settings.database_url)
+    box = SecretBox(settings.secret_key)
+    pool = settings.delivery_concurrency
+    session = new_session(
+        settings.allow_private_destinations, pool_connections=100, pool_maxsize=pool
+    )
+    delivery = DeliveryContext(
+        engine=engine,
+        box=box,
+        session=session,
+        schedule=settings.retry_schedule,
+        disable_after=timedelta(seconds=settings.disable_after),
+        lease=timedelta(seconds=settings.lease_seconds),
+        connect_timeout=settings.connect_timeout,
+        total_timeout=settings.request_timeout,
+    )
+    return WorkerContext(settings, engine, Redis.from_url(settings.redis_url), box, delivery)
+
+
+def configure(settings: Settings) -> WorkerContext:
+    """Set this process's context (the worker's entry point and tests call this first)."""
+    global _current
+    with _lock:
+        _current = build(settings)
+        return _current
+
+
+def current() -> WorkerContext:
+    """This process's context, built from the environment on first use."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = build(load_settings())
+        return _current
