@@ -119,7 +119,7 @@ def sweep() -> dict[str, int]:
     """The safety net, every minute: re-enqueue deliveries that are due but not queued, and those
     whose worker died mid-attempt (expired lease)."""
     ctx = context.current()
-    lost = store.lost(ctx.engine, utcnow())
+    lost = store.lost(ctx.engine, utcnow(), timedelta(seconds=ctx.settings.requeue_after))
     enqueue_deliveries(ctx.redis, lost)
     if lost:
         log.info("sweep: re-enqueued %d deliveries", len(lost))

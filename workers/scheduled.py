@@ -16,22 +16,22 @@ from typing import Any
 from redis import Redis
 from rq_scheduler import Scheduler
 
-from config import SettingsError, load_settings
+from config import Settings, SettingsError, load_settings
 from config.logging import configure_logging
 from workers import jobs
 
 log = logging.getLogger("apex.scheduler")
 
-# (fixed job id, function, interval in seconds)
-PERIODIC: tuple[tuple[str, Callable[..., Any], int], ...] = (
-    ("apex-periodic-sweep", jobs.sweep, 60),
-)
+
+def periodic(settings: Settings) -> list[tuple[str, Callable[..., Any], int]]:
+    """(fixed job id, function, interval in seconds) of every periodic job."""
+    return [("apex-periodic-sweep", jobs.sweep, settings.sweep_interval)]
 
 
-def ensure_periodic(scheduler: Scheduler) -> list[str]:
+def ensure_periodic(scheduler: Scheduler, settings: Settings) -> list[str]:
     """Register the periodic jobs that are not scheduled; returns the ids it (re)registered."""
     registered = []
-    for job_id, func, interval in PERIODIC:
+    for job_id, func, interval in periodic(settings):
         if job_id in scheduler:
             continue
         scheduler.schedule(
@@ -50,8 +50,12 @@ def ensure_periodic(scheduler: Scheduler) -> list[str]:
 class SelfHealingScheduler(Scheduler):
     """rq-scheduler that restores its periodic jobs before each pass."""
 
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+
     def enqueue_jobs(self) -> Any:
-        restored = ensure_periodic(self)
+        restored = ensure_periodic(self, self.settings)
         if restored:
             log.info("scheduler: registered periodic jobs %s", ", ".join(restored))
         return super().enqueue_jobs()
@@ -65,7 +69,10 @@ def main() -> int:
         return 2
     configure_logging(settings)
     scheduler = SelfHealingScheduler(
-        queue_name=jobs.MAINTENANCE, connection=Redis.from_url(settings.redis_url), interval=5
+        settings,
+        queue_name=jobs.MAINTENANCE,
+        connection=Redis.from_url(settings.redis_url),
+        interval=min(5, settings.sweep_interval),
     )
     log.info("scheduler started")
     scheduler.run()

@@ -5,15 +5,17 @@ from __future__ import annotations
 from flask import Flask, request
 from flask_smorest import Api
 
-from apex.api import deliveries, docs, events, health, webhooks
+from apex.api import deliveries, docs, events, health, inbound, webhooks
 from apex.api.errors import register_error_handlers
 from apex.errors import BadRequestError
 
-BLUEPRINTS = [webhooks.blp, events.blp, deliveries.blp]
+BLUEPRINTS = [webhooks.blp, events.blp, deliveries.blp, inbound.blp, inbound.operator_blp]
 
 
 def _require_json_body() -> None:
     """A body sent to the API must be JSON; an empty body reads as {} and fails validation."""
+    if request.blueprint == "inbound":
+        return  # platforms sign raw bytes in their own content types (GitHub may send a form)
     if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.path.startswith("/api/"):
         has_body = bool(request.content_length) or request.headers.get("Transfer-Encoding")
         if has_body and not request.is_json:

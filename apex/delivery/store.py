@@ -15,8 +15,8 @@ from apex.errors import NotFoundError
 from apex.ids import new_id
 from apex.models import attempts, deliveries, events, subscriptions
 
-# A due delivery still pending this long after it was last enqueued is taken as lost from Redis.
-REQUEUE_AFTER = timedelta(seconds=60)
+# RQ's scheduler keeps whole-second times, so a scheduled job can run up to a second early.
+EARLY = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def claim(conn: Connection, delivery_id: str, now: datetime, lease: timedelta) -
     or leased by another worker): a duplicate job is a no-op.
     """
     claimable = sa.or_(
-        sa.and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now),
+        sa.and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now + EARLY),
         sa.and_(deliveries.c.status == "in_flight", deliveries.c.lease_until < now),
     )
     result = conn.execute(
@@ -161,10 +161,10 @@ def release(conn: Connection, delivery_id: str, now: datetime, delay: timedelta)
     )  # fmt: skip
 
 
-def lost(engine: Engine, now: datetime, limit: int = 5000) -> list[str]:
-    """Deliveries the queue seems to have lost: due, pending, and not enqueued for a while; or
-    in flight with an expired lease (the worker died). Marks them enqueued now."""
-    stale = now - REQUEUE_AFTER
+def lost(engine: Engine, now: datetime, requeue_after: timedelta, limit: int = 5000) -> list[str]:
+    """Deliveries the queue seems to have lost: due, pending, and not enqueued for
+    `requeue_after`; or in flight with an expired lease (the worker died). Marks them enqueued."""
+    stale = now - requeue_after
     with engine.begin() as conn:
         ids = list(
             conn.execute(

@@ -1,0 +1,317 @@
+"""Inbound event rows: store verified events once per (source, dedupe key), claim, record, list."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from apex.errors import NotFoundError
+from apex.ids import new_id
+from apex.inbound.request import InboundEvent
+from apex.models import inbound_events
+
+STATUSES = ("queued", "processed", "failed")
+ID_PREFIX = "inb"
+
+# Seconds to wait after the 1st, 2nd, … failed attempt; a failure beyond the last is final.
+RETRY_DELAYS: tuple[int, ...] = (10, 60, 5 * 60, 30 * 60, 2 * 60 * 60)
+
+_MAX_ERROR = 1000  # the width of inbound_events.error
+
+# A job may start a moment before the row is due by its own clock: the web process that stored
+# it and the worker read different clocks. Far shorter than any lease, so still one claim at a time.
+CLOCK_SKEW = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class Received:
+    """The outcome of receive(): `new_ids` are the rows created (to enqueue), in request order.
+
+    `duplicate` is true when there were events and every one was already stored.
+    """
+
+    new_ids: list[str]
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A queued event this process now holds for `lease`, with what processing needs."""
+
+    id: str
+    source: str
+    type: str
+    payload: Any
+    headers: Mapping[str, str]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One row as the operator sees it."""
+
+    id: str
+    source: str
+    dedupe_key: str
+    type: str
+    payload: Any
+    headers: Mapping[str, str]
+    status: str
+    attempts: int
+    error: str | None
+    result: Any
+    next_attempt_at: datetime | None
+    enqueued_at: datetime | None
+    received_at: datetime
+    processed_at: datetime | None
+
+
+def receive(engine: Engine, events: Sequence[InboundEvent], now: datetime) -> Received:
+    """Store each event as a `queued` row, in one transaction, skipping those already stored.
+
+    Race-safe: the insert is `ON CONFLICT (source, dedupe_key) DO NOTHING`, so concurrent
+    deliveries of one event create one row and every other sees a duplicate. Rows are marked
+    enqueued at `now`: the caller enqueues their ids next, and sweep finds them if it cannot.
+    Works on PostgreSQL and SQLite; raises ValueError on another database.
+    """
+    ids: list[str] = []
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for event in events:
+        key = (event.source, event.dedupe_key)
+        if key in seen:  # the same event twice in one batch is one event
+            continue
+        seen.add(key)
+        ids.append(new_id(ID_PREFIX))
+        rows.append(
+            {
+                "id": ids[-1],
+                "source": event.source,
+                "dedupe_key": event.dedupe_key,
+                "type": event.type,
+                "payload": event.payload,
+                "headers": dict(event.headers),
+                "status": "queued",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "enqueued_at": now,
+                "received_at": now,
+            }
+        )
+    if not rows:
+        return Received(new_ids=[], duplicate=False)
+    insert: postgresql.Insert | sqlite.Insert
+    if engine.dialect.name == "postgresql":
+        insert = postgresql.insert(inbound_events)
+    elif engine.dialect.name == "sqlite":
+        insert = sqlite.insert(inbound_events)
+    else:
+        raise ValueError(f"receive() supports PostgreSQL and SQLite, not {engine.dialect.name}")
+    statement = (
+        insert.values(rows)
+        .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
+        .returning(inbound_events.c.id)
+    )
+    with engine.begin() as conn:
+        created = set(conn.execute(statement).scalars())
+    new_ids = [row_id for row_id in ids if row_id in created]
+    return Received(new_ids=new_ids, duplicate=not new_ids)
+
+
+def claim(engine: Engine, event_id: str, now: datetime, lease: timedelta) -> Claimed | None:
+    """Take a due queued event for `lease` and count the attempt.
+
+    Returns None when it is not ours to process (processed, failed for good, not yet due within
+    CLOCK_SKEW, held by another worker, or unknown): a duplicate job is a no-op. A worker that
+    dies while holding it leaves it due again when the lease ends, for sweep to find.
+    """
+    with engine.begin() as conn:
+        result = conn.execute(
+            inbound_events.update()
+            .where(
+                inbound_events.c.id == event_id,
+                inbound_events.c.status == "queued",
+                inbound_events.c.next_attempt_at <= now + CLOCK_SKEW,
+            )
+            .values(attempts=inbound_events.c.attempts + 1, next_attempt_at=now + lease)
+        )
+        if result.rowcount != 1:
+            return None
+        row = conn.execute(
+            sa.select(
+                inbound_events.c.id,
+                inbound_events.c.source,
+                inbound_events.c.type,
+                inbound_events.c.payload,
+                inbound_events.c.headers,
+                inbound_events.c.attempts,
+            ).where(inbound_events.c.id == event_id)
+        ).one()
+    return Claimed(*row)
+
+
+def mark_processed(engine: Engine, event_id: str, now: datetime, result: Any) -> bool:
+    """Record a successful processing with its `result`. Returns False if the row is no longer
+    queued (e.g. replayed and processed by another job meanwhile)."""
+    with engine.begin() as conn:
+        updated = conn.execute(
+            inbound_events.update()
+            .where(inbound_events.c.id == event_id, inbound_events.c.status == "queued")
+            .values(status="processed", result=result, error=None, processed_at=now,
+                    next_attempt_at=None)
+        )  # fmt: skip
+    return updated.rowcount == 1
+
+
+def mark_failed(
+    engine: Engine,
+    event_id: str,
+    now: datetime,
+    error: str,
+    delays: Sequence[float] = RETRY_DELAYS,
+) -> timedelta | None:
+    """Record a failed attempt and its `error` (truncated to fit).
+
+    After the n-th attempt the event stays queued for a retry in `delays[n-1]` seconds, which is
+    returned; past the last delay it becomes `failed` for good and None is returned. The row is
+    marked enqueued for its retry time, so sweep re-enqueues it only if the retry goes missing.
+    """
+    with engine.begin() as conn:
+        attempts = conn.execute(
+            sa.select(inbound_events.c.attempts).where(inbound_events.c.id == event_id)
+        ).scalar_one()
+        values: dict[str, Any] = {"error": error[:_MAX_ERROR]}
+        delay = timedelta(seconds=delays[attempts - 1]) if 0 < attempts <= len(delays) else None
+        if delay is None:
+            values.update(status="failed", next_attempt_at=None)
+        else:
+            values.update(status="queued", next_attempt_at=now + delay, enqueued_at=now + delay)
+        conn.execute(
+            inbound_events.update()
+            .where(inbound_events.c.id == event_id, inbound_events.c.status == "queued")
+            .values(**values)
+        )
+    return delay
+
+
+def lost(engine: Engine, now: datetime, requeue_after: timedelta, limit: int = 5000) -> list[str]:
+    """Queued events the queue seems to have lost: due and not enqueued for `requeue_after`
+    (Redis was down at receipt, a retry went missing, or a worker died holding one).
+    Marks them enqueued now and returns their ids, oldest due first."""
+    stale = now - requeue_after
+    with engine.begin() as conn:
+        ids = list(
+            conn.execute(
+                sa.select(inbound_events.c.id)
+                .where(
+                    inbound_events.c.status == "queued",
+                    inbound_events.c.next_attempt_at <= now,
+                    sa.or_(
+                        inbound_events.c.enqueued_at.is_(None),
+                        inbound_events.c.enqueued_at <= stale,
+                    ),
+                )
+                .order_by(inbound_events.c.next_attempt_at)
+                .limit(limit)
+            ).scalars()
+        )
+        if ids:
+            conn.execute(
+                inbound_events.update().where(inbound_events.c.id.in_(ids)).values(enqueued_at=now)
+            )
+    return ids
+
+
+def replay(engine: Engine, event_id: str, now: datetime) -> None:
+    """Queue an event to be processed again now, whatever its status, with a fresh retry budget.
+
+    Raises NotFoundError for an unknown id.
+    """
+    with engine.begin() as conn:
+        updated = conn.execute(
+            inbound_events.update()
+            .where(inbound_events.c.id == event_id)
+            .values(status="queued", attempts=0, error=None, result=None, processed_at=None,
+                    next_attempt_at=now, enqueued_at=now)
+        )  # fmt: skip
+    if updated.rowcount != 1:
+        raise NotFoundError(f"No inbound event {event_id}")
+
+
+def get(engine: Engine, event_id: str) -> StoredEvent:
+    """One event. Raises NotFoundError."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(*_columns()).where(inbound_events.c.id == event_id)
+        ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"No inbound event {event_id}")
+    return StoredEvent(*row)
+
+
+def page(
+    engine: Engine,
+    source: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[StoredEvent], str | None]:
+    """Events newest first, optionally of one source and status; and the cursor of the next page
+    (the last id shown, or None at the end). Raises NotFoundError for an unknown cursor."""
+    query = (
+        sa.select(*_columns())
+        .order_by(inbound_events.c.received_at.desc(), inbound_events.c.id.desc())
+        .limit(limit + 1)
+    )
+    if source:
+        query = query.where(inbound_events.c.source == source)
+    if status:
+        query = query.where(inbound_events.c.status == status)
+    with engine.connect() as conn:
+        if cursor:
+            anchor = conn.execute(
+                sa.select(inbound_events.c.received_at, inbound_events.c.id).where(
+                    inbound_events.c.id == cursor
+                )
+            ).one_or_none()
+            if anchor is None:
+                raise NotFoundError(f"Unknown cursor {cursor}")
+            query = query.where(
+                sa.or_(
+                    inbound_events.c.received_at < anchor.received_at,
+                    sa.and_(
+                        inbound_events.c.received_at == anchor.received_at,
+                        inbound_events.c.id < anchor.id,
+                    ),
+                )
+            )
+        rows = [StoredEvent(*row) for row in conn.execute(query)]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)
+
+
+def _columns() -> list[sa.Column[Any]]:
+    c = inbound_events.c
+    return [
+        c.id,
+        c.source,
+        c.dedupe_key,
+        c.type,
+        c.payload,
+        c.headers,
+        c.status,
+        c.attempts,
+        c.error,
+        c.result,
+        c.next_attempt_at,
+        c.enqueued_at,
+        c.received_at,
+        c.processed_at,
+    ]

@@ -1,0 +1,96 @@
+"""Fixtures for tests that run the real worker and scheduler processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """The environment a worker or scheduler process needs to share the test's services."""
+    env = dict(os.environ)
+    env.update(
+        REDIS_URL=settings.redis_url,
+        DATABASE_URL=settings.database_url,
+        APEX_SECRET_KEY=settings.secret_key,
+        APEX_ALLOW_HTTP="1" if settings.allow_http else "0",
+        APEX_ALLOW_PRIVATE_DESTINATIONS="1" if settings.allow_private_destinations else "0",
+        APEX_RETRY_SCHEDULE=",".join(map(str, settings.retry_schedule)),
+        APEX_LEASE_SECONDS=str(settings.lease_seconds),
+        APEX_REQUEUE_AFTER=str(settings.requeue_after),
+        APEX_SWEEP_INTERVAL=str(settings.sweep_interval),
+        APEX_REQUEST_TIMEOUT=str(settings.request_timeout),
+        APEX_CONNECT_TIMEOUT=str(settings.connect_timeout),
+        APEX_ENDPOINT_CONCURRENCY=str(settings.endpoint_concurrency),
+        APEX_DELIVERY_CONCURRENCY=str(settings.delivery_concurrency),
+        APEX_LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
+    """Poll until `predicate()` is truthy; return its value. Fails the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Short timings so retries, leases and sweeps happen within a test."""
+    return replace(
+        settings, lease_seconds=3, requeue_after=2, sweep_interval=2, request_timeout=3.0
+    )
+
+
+@pytest.fixture
+def processes(
+    settings: Settings, tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start `python -m workers` or `python -m workers.scheduled`; all are stopped at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+    logs: list[IO[bytes]] = []
+
+    def start(module: str = "workers", **overrides: str) -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"{module}-{len(started)}.log", "wb")  # noqa: SIM115
+        logs.append(log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module],
+            cwd=ROOT,
+            env={**env_for(settings), **overrides},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in started:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for log in logs:
+        log.close()
