@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Flask
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from apex.api import init_api
@@ -21,7 +23,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["apex"] = Runtime(
         settings=settings,
         engine=make_engine(settings.database_url),
-        redis=Redis.from_url(settings.redis_url),
+        # Fail fast when Redis is down: what a request enqueues is already committed, and the
+        # sweeper enqueues it later.
+        redis=Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=2,
+            retry=Retry(NoBackoff(), 1),
+        ),
         box=SecretBox(settings.secret_key),
     )
     # Behind Heroku's router: trust one hop of X-Forwarded-Proto/Host for the public URL.

@@ -33,7 +33,7 @@ class Settings:
     disable_after: int = 5 * 86400  # APEX_DISABLE_AFTER, seconds
     rotation_overlap: int = 86400  # APEX_ROTATION_OVERLAP, seconds
     delivery_concurrency: int = 16  # APEX_DELIVERY_CONCURRENCY, requests in flight per worker
-    endpoint_concurrency: int = 4  # APEX_ENDPOINT_CONCURRENCY, per subscription per worker
+    endpoint_concurrency: int = 8  # APEX_ENDPOINT_CONCURRENCY, per subscription per worker
     connect_timeout: float = 5.0  # APEX_CONNECT_TIMEOUT, seconds
     request_timeout: float = 15.0  # APEX_REQUEST_TIMEOUT, seconds, total
     lease_seconds: int = 60  # APEX_LEASE_SECONDS, how long an in-flight delivery is held
@@ -149,7 +149,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         disable_after=get("APEX_DISABLE_AFTER", _positive_int, 5 * 86400),
         rotation_overlap=get("APEX_ROTATION_OVERLAP", _positive_int, 86400),
         delivery_concurrency=get("APEX_DELIVERY_CONCURRENCY", _positive_int, 16),
-        endpoint_concurrency=get("APEX_ENDPOINT_CONCURRENCY", _positive_int, 4),
+        endpoint_concurrency=get("APEX_ENDPOINT_CONCURRENCY", _positive_int, 8),
         connect_timeout=get("APEX_CONNECT_TIMEOUT", _positive_float, 5.0),
         request_timeout=get("APEX_REQUEST_TIMEOUT", _positive_float, 15.0),
         lease_seconds=get("APEX_LEASE_SECONDS", _positive_int, 60),

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
     finally:
-        jobs.drain()
+        jobs.shutdown()
         log.info("worker stopped; deliveries in flight finished")
     return 0
 

@@ -1,88 +1,158 @@
 """Several deliveries in flight per worker process, with a cap per subscription so one endpoint
-that hangs until the timeout cannot stall deliveries to healthy ones."""
+that hangs until the timeout cannot stall deliveries to healthy ones.
+
+A job hands the dispatcher a batch of ids: it claims them in one transaction and starts each on
+the thread pool, or queues it behind its endpoint's in-flight requests. A recorder thread stores
+finished attempts in batches (group commit). Deliveries queued for an endpoint that is not
+draining are given back to the database and scheduled again shortly."""
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections import Counter
+import time
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
-import sqlalchemy as sa
-
-from apex.delivery.deliver import DeliveryContext, Result, deliver
-from apex.models import deliveries
+from apex.delivery.deliver import (
+    Attempted,
+    DeliveryContext,
+    Ready,
+    Result,
+    claim,
+    record,
+    release,
+    send,
+)
 
 log = logging.getLogger("apex.dispatcher")
 
-# How long a delivery waits when its endpoint already has its share of requests in flight.
-DEFER_SECONDS = 1.0
+DEFER = timedelta(seconds=2)  # when an endpoint's queue is full, try those again after this
+QUEUE_WAIT = 0.25  # seconds a job waits for room in a draining endpoint's queue
+PROGRESS = 0.5  # an endpoint that finished a request this recently counts as draining
+RECORD_BATCH = 200
 
 
 class Dispatcher:
-    """Runs deliver() on a thread pool. submit() blocks only while every slot is busy.
-
-    `on_result` is called (from a pool thread) with each Result, and `on_defer` with the id of a
-    delivery put off because its endpoint is at its limit; both schedule follow-up jobs.
-    """
+    """`on_results` receives each recorded batch's Results and `on_defer` the ids given back
+    (with their delay); both schedule follow-up jobs."""
 
     def __init__(
         self,
         ctx: DeliveryContext,
         concurrency: int,
         per_endpoint: int,
-        on_result: Callable[[Result], None],
-        on_defer: Callable[[str, float], None],
+        on_results: Callable[[list[Result]], None],
+        on_defer: Callable[[list[str], float], None],
     ) -> None:
         self._ctx = ctx
         self._slots = threading.BoundedSemaphore(concurrency)
-        self._per_endpoint = per_endpoint
+        self._per_endpoint = min(per_endpoint, concurrency)
+        # A queued delivery must start before its lease runs out: each one ahead of it in its
+        # endpoint's queue may take up to the request timeout per `per_endpoint` lanes.
+        rounds = int(ctx.lease.total_seconds() // ctx.total_timeout) - 1
+        self._max_queued = self._per_endpoint * max(1, rounds)
         self._in_flight: Counter[str] = Counter()
-        self._lock = threading.Lock()
+        self._queued: defaultdict[str, deque[Ready]] = defaultdict(deque)
+        self._last_done: dict[str, float] = {}
+        self._cond = threading.Condition()
+        self._stopping = False
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="deliver")
-        self._on_result = on_result
+        self._done: queue.Queue[Attempted | None] = queue.Queue()
+        self._recorder = threading.Thread(target=self._record_loop, name="record", daemon=True)
+        self._recorder.start()
+        self._on_results = on_results
         self._on_defer = on_defer
 
-    def submit(self, delivery_id: str) -> Future[None]:
-        self._slots.acquire()
-        try:
-            return self._pool.submit(self._run, delivery_id)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def _endpoint_of(self, delivery_id: str) -> str | None:
-        with self._ctx.engine.connect() as conn:
-            value = conn.execute(
-                sa.select(deliveries.c.subscription_id).where(deliveries.c.id == delivery_id)
-            ).scalar_one_or_none()
-        return None if value is None else str(value)
-
-    def _run(self, delivery_id: str) -> None:
-        try:
-            endpoint = self._endpoint_of(delivery_id)
-            if endpoint is None:
-                return
-            with self._lock:
-                busy = self._in_flight[endpoint] >= self._per_endpoint
-                if not busy:
+    def submit(self, delivery_ids: list[str]) -> int:
+        """Claim the due deliveries among `delivery_ids` and start or queue each; returns how
+        many were claimed. Blocks only while every slot of the pool is busy."""
+        deferred: list[str] = []
+        claimed = claim(self._ctx, delivery_ids)
+        for ready in claimed:
+            endpoint = ready.claimed.subscription_id
+            with self._cond:
+                if self._in_flight[endpoint] < self._per_endpoint:
                     self._in_flight[endpoint] += 1
-            if busy:
-                self._on_defer(delivery_id, DEFER_SECONDS)
-                return
-            try:
-                result = deliver(self._ctx, delivery_id)
-            finally:
-                with self._lock:
-                    self._in_flight[endpoint] -= 1
-            self._on_result(result)
-        except Exception:
-            # The delivery row is the truth: its lease expires and the sweeper brings it back.
-            log.exception("delivery %s crashed; the sweeper will retry it", delivery_id)
+                else:
+                    if self._has_room(endpoint):
+                        self._queued[endpoint].append(ready)
+                    else:
+                        deferred.append(ready.claimed.id)
+                    continue
+            self._slots.acquire()
+            self._pool.submit(self._lane, ready)
+        if deferred:
+            self._give_back(deferred)
+        return len(claimed)
+
+    def _has_room(self, endpoint: str) -> bool:
+        """Whether `endpoint`'s queue has room, waiting a little for it only if the endpoint is
+        answering (a hanging endpoint must not hold up the deliveries behind it). Call with
+        the lock held."""
+
+        def room() -> bool:
+            return len(self._queued[endpoint]) < self._max_queued
+
+        draining = time.monotonic() - self._last_done.get(endpoint, -PROGRESS) < PROGRESS
+        return room() or (draining and self._cond.wait_for(room, QUEUE_WAIT))
+
+    def _give_back(self, delivery_ids: list[str]) -> None:
+        release(self._ctx, delivery_ids, DEFER)
+        self._on_defer(delivery_ids, DEFER.total_seconds())
+
+    def _lane(self, ready: Ready | None) -> None:
+        """Send `ready`, then whatever is queued for its endpoint, in this slot."""
+        endpoint = ready.claimed.subscription_id if ready else ""
+        try:
+            while ready is not None:
+                try:
+                    self._done.put(send(self._ctx, ready))
+                except Exception:
+                    # The row stays leased: the sweeper brings it back when the lease expires.
+                    log.exception(
+                        "delivery %s crashed; the sweeper will retry it", ready.claimed.id
+                    )
+                with self._cond:
+                    self._last_done[endpoint] = time.monotonic()
+                    waiting = self._queued[endpoint]
+                    ready = waiting.popleft() if waiting and not self._stopping else None
+                    if ready is None:
+                        self._in_flight[endpoint] -= 1
+                    self._cond.notify_all()
         finally:
             self._slots.release()
 
+    def _record_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._done.get()
+            batch = [] if first is None else [first]
+            stopping = first is None
+            while len(batch) < RECORD_BATCH:
+                try:
+                    item = self._done.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            if batch:
+                self._on_results(record(self._ctx, batch))
+
     def drain(self) -> None:
-        """Wait for every delivery in flight to finish (at most the request timeout)."""
+        """Finish the deliveries in flight (at most the request timeout), record them, and give
+        queued ones back to be delivered by whichever worker runs next."""
+        with self._cond:
+            self._stopping = True
+            queued = [r.claimed.id for q in self._queued.values() for r in q]
+            self._queued.clear()
+        if queued:
+            self._give_back(queued)
         self._pool.shutdown(wait=True)
+        self._done.put(None)
+        self._recorder.join()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import cast
 
 from redis import Redis
 from rq import Queue
@@ -24,8 +26,15 @@ PIPELINE = "pipeline"
 MAINTENANCE = "maintenance"
 QUEUES = (DELIVERIES, INBOUND, PIPELINE, MAINTENANCE)
 
-BATCH = 50  # delivery ids per job: RQ's per-job cost is paid once per batch
 RESULT_TTL = 60
+
+READY = "apex:deliveries:ready"  # ids to send now, in order
+DRAINING = "apex:deliveries:draining"  # set while a drain job is queued or running
+HELPING = "apex:deliveries:helping"  # set while a second drain job is being added
+DRAIN_FLAG_TTL = 30  # a drain job that died lets another start after this
+DRAIN_BATCH = 200  # ids claimed per transaction
+DRAIN_SLICE = 5.0  # seconds a drain job runs before yielding the worker to other queues
+HELP_BACKLOG = 2000  # a longer list than this asks another worker process to help
 
 _dispatcher: Dispatcher | None = None
 _dispatcher_lock = threading.Lock()
@@ -39,19 +48,21 @@ def _queue(redis: Redis, name: str) -> Queue:
 
 
 def enqueue_deliveries(redis: Redis, delivery_ids: Iterable[str]) -> int:
-    """Enqueue deliveries in batches of BATCH ids, in one round trip. Returns the job count."""
+    """Queue deliveries for sending now. Returns how many were queued.
+
+    Ids go on a Redis list that drain() jobs empty in batches, so RQ's per-job cost is paid per
+    batch rather than per delivery; a drain job is enqueued when none is running.
+    """
     ids = list(delivery_ids)
     if not ids:
         return 0
-    queue = _queue(redis, DELIVERIES)
-    batches = [ids[i : i + BATCH] for i in range(0, len(ids), BATCH)]
-    with redis.pipeline() as pipe:
-        queue.enqueue_many(
-            [Queue.prepare_data(deliver, args=(b,), result_ttl=RESULT_TTL) for b in batches],
-            pipeline=pipe,
-        )
-        pipe.execute()
-    return len(batches)
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.rpush(READY, *ids)
+        pipe.set(DRAINING, "1", nx=True, ex=DRAIN_FLAG_TTL)
+        _, start_drain = pipe.execute()
+    if start_drain:
+        _queue(redis, DELIVERIES).enqueue(drain, result_ttl=RESULT_TTL)
+    return len(ids)
 
 
 def schedule_delivery(redis: Redis, delivery_id: str, delay: float) -> None:
@@ -70,13 +81,17 @@ def enqueue_recover(redis: Redis, subscription_id: str, since: datetime) -> str:
 # --- jobs -----------------------------------------------------------------------------------
 
 
-def _follow_up(result: Result) -> None:
-    if result.retry_in is not None:
-        schedule_delivery(context.current().redis, result.delivery_id, result.retry_in)
+def _follow_up(results: list[Result]) -> None:
+    redis = context.current().redis
+    for result in results:
+        if result.retry_in is not None:
+            schedule_delivery(redis, result.delivery_id, result.retry_in)
 
 
-def _defer(delivery_id: str, delay: float) -> None:
-    schedule_delivery(context.current().redis, delivery_id, delay)
+def _defer(delivery_ids: list[str], delay: float) -> None:
+    redis = context.current().redis
+    for delivery_id in delivery_ids:
+        schedule_delivery(redis, delivery_id, delay)
 
 
 def dispatcher() -> Dispatcher:
@@ -88,13 +103,13 @@ def dispatcher() -> Dispatcher:
                 ctx.delivery,
                 ctx.settings.delivery_concurrency,
                 ctx.settings.endpoint_concurrency,
-                on_result=_follow_up,
+                on_results=_follow_up,
                 on_defer=_defer,
             )
         return _dispatcher
 
 
-def drain() -> None:
+def shutdown() -> None:
     """Finish every delivery this process has in flight (called on shutdown)."""
     global _dispatcher
     with _dispatcher_lock:
@@ -104,15 +119,35 @@ def drain() -> None:
 
 
 def deliver(delivery_ids: list[str]) -> int:
-    """Hand deliveries to this process's dispatcher; returns how many were handed over.
+    """Hand deliveries to this process's dispatcher; returns how many were started.
 
-    Each runs in the background on the pool; the job returns once all are in flight. A worker
+    They run in the background on its pool; the job returns once all are in flight. A worker
     killed before they finish loses nothing: the lease expires and sweep() re-enqueues them.
     """
+    return dispatcher().submit(delivery_ids)
+
+
+def drain() -> int:
+    """Send what is on the ready list, a batch at a time, for up to DRAIN_SLICE seconds; then
+    re-enqueue itself if more is waiting. Returns how many deliveries it started."""
+    redis = context.current().redis
     pool = dispatcher()
-    for delivery_id in delivery_ids:
-        pool.submit(delivery_id)
-    return len(delivery_ids)
+    started = 0
+    deadline = time.monotonic() + DRAIN_SLICE
+    while time.monotonic() < deadline:
+        redis.expire(DRAINING, DRAIN_FLAG_TTL)
+        batch = redis.lpop(READY, DRAIN_BATCH)
+        if not batch:
+            redis.delete(DRAINING)
+            # A publisher may have pushed after our pop and seen the flag still set.
+            if redis.llen(READY) and redis.set(DRAINING, "1", nx=True, ex=DRAIN_FLAG_TTL):
+                continue
+            return started
+        started += pool.submit([i.decode() for i in cast(list[bytes], batch)])
+        if redis.llen(READY) > HELP_BACKLOG and redis.set(HELPING, "1", nx=True, ex=5):
+            _queue(redis, DELIVERIES).enqueue(drain, result_ttl=RESULT_TTL)
+    _queue(redis, DELIVERIES).enqueue(drain, result_ttl=RESULT_TTL)
+    return started
 
 
 def sweep() -> dict[str, int]:

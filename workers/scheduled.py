@@ -18,14 +18,17 @@ from rq_scheduler import Scheduler
 
 from config import Settings, SettingsError, load_settings
 from config.logging import configure_logging
-from workers import jobs
+from workers import inbound, jobs
 
 log = logging.getLogger("apex.scheduler")
 
 
 def periodic(settings: Settings) -> list[tuple[str, Callable[..., Any], int]]:
     """(fixed job id, function, interval in seconds) of every periodic job."""
-    return [("apex-periodic-sweep", jobs.sweep, settings.sweep_interval)]
+    return [
+        ("apex-periodic-sweep", jobs.sweep, settings.sweep_interval),
+        ("apex-periodic-sweep-inbound", inbound.sweep_inbound, settings.sweep_interval),
+    ]
 
 
 def ensure_periodic(scheduler: Scheduler, settings: Settings) -> list[str]:

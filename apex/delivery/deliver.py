@@ -1,4 +1,5 @@
-"""deliver(): load, sign, POST, record. One attempt of one delivery, safe to run twice."""
+"""The three stages of delivering: claim a batch (database), send one (HTTP, no database), record
+a batch (database). Each stage is safe to repeat; the lease makes a crash between them harmless."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from sqlalchemy.engine import Engine
 from apex import subscriptions
 from apex.db import utcnow
 from apex.delivery import store
-from apex.delivery.attempt import attempt
-from apex.delivery.backoff import decide
+from apex.delivery.attempt import Outcome, attempt
+from apex.delivery.backoff import Decision, decide
 from apex.delivery.signing import sign
 from apex.events import body_of
 from apex.secretbox import SecretBox
@@ -38,52 +39,92 @@ class DeliveryContext:
 
 
 @dataclass(frozen=True)
+class Ready:
+    """A claimed delivery with the secrets to sign it."""
+
+    claimed: store.Claimed
+    secrets: list[str]
+
+
+@dataclass(frozen=True)
+class Attempted:
+    ready: Ready
+    at: datetime
+    outcome: Outcome
+    decision: Decision
+
+
+@dataclass(frozen=True)
 class Result:
-    """`status` is the delivery's status after this call, or None if there was nothing to do;
-    `retry_in` is set when another attempt is due in that many seconds."""
+    """The delivery's status after its attempt was recorded; `retry_in` is set when another
+    attempt is due in that many seconds."""
 
     delivery_id: str
-    status: str | None
+    status: str
     retry_in: float | None = None
-    subscription_id: str | None = None
 
 
-def deliver(ctx: DeliveryContext, delivery_id: str) -> Result:
-    """Attempt one delivery if it is due and not held by another worker.
-
-    The receiver's behaviour (errors, timeouts, refusals) is recorded, never raised; database
-    and programming errors propagate.
-    """
+def claim(ctx: DeliveryContext, delivery_ids: list[str]) -> list[Ready]:
+    """Lease the due deliveries among `delivery_ids`; deliveries of paused or disabled
+    subscriptions are marked skipped instead. Returns those to send now."""
     with ctx.engine.begin() as conn:
-        claimed = store.claim(conn, delivery_id, ctx.clock(), ctx.lease)
-        if claimed is None:
-            return Result(delivery_id, None)
-        status = store.subscription_status(conn, claimed.subscription_id)
-        if status != "active":
-            store.skip(conn, claimed, f"subscription {status}", ctx.clock())
-            return Result(delivery_id, "skipped", subscription_id=claimed.subscription_id)
-        secrets = subscriptions.signing_secrets(conn, ctx.box, claimed.subscription_id)
+        claimed = store.claim(conn, delivery_ids, ctx.clock(), ctx.lease)
+        inactive = [c for c in claimed if c.subscription_status != "active"]
+        if inactive:
+            store.skip(conn, inactive, ctx.clock())
+        secrets: dict[str, list[str]] = {}
+        ready = []
+        for c in claimed:
+            if c.subscription_status != "active":
+                continue
+            if c.subscription_id not in secrets:
+                signing = subscriptions.signing_secrets(conn, ctx.box, c.subscription_id)
+                secrets[c.subscription_id] = signing.active()
+            ready.append(Ready(c, secrets[c.subscription_id]))
+    return ready
+
+
+def send(ctx: DeliveryContext, ready: Ready) -> Attempted:
+    """Sign and POST one delivery and decide what comes next. Touches no database; the
+    receiver's behaviour (errors, timeouts, refusals) is returned, never raised."""
+    c = ready.claimed
     now = ctx.clock()
-    body = body_of(claimed.event_id, claimed.event_type, claimed.event_created_at, claimed.data)
-    headers = sign(secrets.active(), claimed.event_id, int(now.timestamp()), body)
+    body = body_of(c.event_id, c.event_type, c.event_created_at, c.data)
+    headers = sign(ready.secrets, c.event_id, int(now.timestamp()), body)
     outcome = attempt(
-        ctx.session, claimed.url, body, headers, ctx.connect_timeout, ctx.total_timeout, now
+        ctx.session, c.url, body, headers, ctx.connect_timeout, ctx.total_timeout, now
     )
     decision = decide(
-        outcome.status_code, claimed.attempts + 1, ctx.schedule, ctx.rand, outcome.retry_after
+        outcome.status_code, c.attempts + 1, ctx.schedule, ctx.rand, outcome.retry_after
     )
-    done = ctx.clock()
+    return Attempted(ready, now, outcome, decision)
+
+
+def record(ctx: DeliveryContext, done: list[Attempted]) -> list[Result]:
+    """Store a batch of attempts and their decisions in one transaction."""
+    results = []
     with ctx.engine.begin() as conn:
-        new_status = store.record(conn, claimed, outcome, decision, done, ctx.disable_after)
-    log.info(
-        "delivery %s event %s to %s: attempt %d -> %s (%s) in %d ms",
-        delivery_id,
-        claimed.event_id,
-        claimed.subscription_id,
-        claimed.attempts + 1,
-        new_status,
-        outcome.status_code or outcome.error,
-        outcome.duration_ms,
-    )
-    retry_in = decision.delay if new_status == "pending" else None
-    return Result(delivery_id, new_status, retry_in, claimed.subscription_id)
+        for a in done:
+            c = a.ready.claimed
+            status = store.record(conn, c, a.outcome, a.decision, a.at, ctx.disable_after)
+            retry_in = a.decision.delay if status == "pending" else None
+            results.append(Result(c.id, status, retry_in))
+    for a, r in zip(done, results, strict=True):
+        c = a.ready.claimed
+        log.info(
+            "delivery %s event %s to %s: attempt %d -> %s (%s) in %d ms",
+            c.id,
+            c.event_id,
+            c.subscription_id,
+            c.attempts + 1,
+            r.status,
+            a.outcome.status_code or a.outcome.error,
+            a.outcome.duration_ms,
+        )
+    return results
+
+
+def release(ctx: DeliveryContext, delivery_ids: list[str], delay: timedelta) -> None:
+    """Give claimed deliveries back untried, due again after `delay`."""
+    with ctx.engine.begin() as conn:
+        store.release(conn, delivery_ids, ctx.clock(), delay)

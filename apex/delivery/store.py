@@ -30,44 +30,53 @@ class Claimed:
     data: Any
     subscription_id: str
     url: str
+    subscription_status: str
     attempts: int
     failing_since: datetime | None
 
 
-def claim(conn: Connection, delivery_id: str, now: datetime, lease: timedelta) -> Claimed | None:
-    """Take the lease on a due pending delivery, or on one whose lease expired.
+def claim(
+    conn: Connection, delivery_ids: list[str], now: datetime, lease: timedelta
+) -> list[Claimed]:
+    """Take the lease on each due pending delivery, or one whose lease expired, among `ids`.
 
-    Returns None when the delivery is not ours to attempt (delivered, cancelled, not yet due,
-    or leased by another worker): a duplicate job is a no-op.
+    Ids that are not ours to attempt (delivered, cancelled, not yet due, or leased by another
+    worker) are left out: a duplicate job is a no-op.
     """
+    if not delivery_ids:
+        return []
     claimable = sa.or_(
         sa.and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now + EARLY),
         sa.and_(deliveries.c.status == "in_flight", deliveries.c.lease_until < now),
     )
-    result = conn.execute(
-        deliveries.update()
-        .where(deliveries.c.id == delivery_id, claimable)
-        .values(status="in_flight", lease_until=now + lease, updated_at=now)
+    taken = list(
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.id.in_(delivery_ids), claimable)
+            .values(status="in_flight", lease_until=now + lease, updated_at=now)
+            .returning(deliveries.c.id)
+        ).scalars()
     )
-    if result.rowcount != 1:
-        return None
-    row = conn.execute(
+    if not taken:
+        return []
+    rows = conn.execute(
         sa.select(
             deliveries.c.id,
             deliveries.c.event_id,
-            events.c.type,
-            events.c.created_at,
+            events.c.type.label("event_type"),
+            events.c.created_at.label("event_created_at"),
             events.c.data,
             deliveries.c.subscription_id,
             subscriptions.c.url,
+            subscriptions.c.status.label("subscription_status"),
             deliveries.c.attempts,
             subscriptions.c.failing_since,
         )
         .join(events, events.c.id == deliveries.c.event_id)
         .join(subscriptions, subscriptions.c.id == deliveries.c.subscription_id)
-        .where(deliveries.c.id == delivery_id)
-    ).one()
-    return Claimed(*row)
+        .where(deliveries.c.id.in_(taken))
+    ).all()
+    return [Claimed(**row._mapping) for row in rows]
 
 
 def record(
@@ -133,29 +142,22 @@ def record(
     return str(values["status"])
 
 
-def skip(conn: Connection, claimed: Claimed, reason: str, now: datetime) -> None:
-    """Hand a claimed delivery back as `skipped` (its subscription was paused or disabled)."""
-    conn.execute(
-        deliveries.update()
-        .where(deliveries.c.id == claimed.id)
-        .values(status="skipped", lease_until=None, next_attempt_at=None, last_error=reason,
-                updated_at=now)
-    )  # fmt: skip
-
-
-def subscription_status(conn: Connection, subscription_id: str) -> str:
-    return str(
+def skip(conn: Connection, claimed: list[Claimed], now: datetime) -> None:
+    """Hand claimed deliveries back as `skipped`: their subscription is paused or disabled."""
+    for c in claimed:
         conn.execute(
-            sa.select(subscriptions.c.status).where(subscriptions.c.id == subscription_id)
-        ).scalar_one()
-    )
+            deliveries.update()
+            .where(deliveries.c.id == c.id)
+            .values(status="skipped", lease_until=None, next_attempt_at=None,
+                    last_error=f"subscription {c.subscription_status}", updated_at=now)
+        )  # fmt: skip
 
 
-def release(conn: Connection, delivery_id: str, now: datetime, delay: timedelta) -> None:
-    """Give back a claimed delivery untried (e.g. the endpoint is at its concurrency limit)."""
+def release(conn: Connection, delivery_ids: list[str], now: datetime, delay: timedelta) -> None:
+    """Give back claimed deliveries untried (their endpoint is at its concurrency limit)."""
     conn.execute(
         deliveries.update()
-        .where(deliveries.c.id == delivery_id, deliveries.c.status == "in_flight")
+        .where(deliveries.c.id.in_(delivery_ids), deliveries.c.status == "in_flight")
         .values(status="pending", lease_until=None, next_attempt_at=now + delay, enqueued_at=now,
                 updated_at=now)
     )  # fmt: skip

@@ -25,7 +25,8 @@ RETRY_DELAYS: tuple[int, ...] = (10, 60, 5 * 60, 30 * 60, 2 * 60 * 60)
 _MAX_ERROR = 1000  # the width of inbound_events.error
 
 # A job may start a moment before the row is due by its own clock: the web process that stored
-# it and the worker read different clocks. Far shorter than any lease, so still one claim at a time.
+# it and the worker read different clocks. claim() keeps it under half the lease, so a held row
+# is never claimed twice.
 CLOCK_SKEW = timedelta(seconds=5)
 
 
@@ -131,13 +132,14 @@ def claim(engine: Engine, event_id: str, now: datetime, lease: timedelta) -> Cla
     CLOCK_SKEW, held by another worker, or unknown): a duplicate job is a no-op. A worker that
     dies while holding it leaves it due again when the lease ends, for sweep to find.
     """
+    skew = min(CLOCK_SKEW, lease / 2)
     with engine.begin() as conn:
         result = conn.execute(
             inbound_events.update()
             .where(
                 inbound_events.c.id == event_id,
                 inbound_events.c.status == "queued",
-                inbound_events.c.next_attempt_at <= now + CLOCK_SKEW,
+                inbound_events.c.next_attempt_at <= now + skew,
             )
             .values(attempts=inbound_events.c.attempts + 1, next_attempt_at=now + lease)
         )

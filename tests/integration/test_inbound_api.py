@@ -8,8 +8,10 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
@@ -215,6 +217,24 @@ def test_same_delivery_again_answers_200_duplicate(
     assert queued_jobs(redis_conn) == 1
 
 
+def test_concurrent_identical_deliveries_store_one_row(app: Flask, redis_conn: Redis) -> None:
+    body = hubspot_body(1, 2)
+    headers = hubspot_v3_headers(body)
+    start = threading.Barrier(8)
+
+    def deliver(_: int) -> int:
+        client = app.test_client()
+        start.wait()
+        return post(client, "hubspot", body, headers).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = sorted(pool.map(deliver, range(8)))
+
+    assert statuses == [200] * 7 + [202]
+    assert len(stored(app)) == 2
+    assert queued_jobs(redis_conn) == 2
+
+
 def test_stripe_redelivery_resigned_later_is_still_a_duplicate(client: FlaskClient) -> None:
     body = stripe_body()
     assert post(client, "stripe", body, stripe_headers(body)).status_code == 202
@@ -363,9 +383,17 @@ def test_chunked_body_within_the_limit_is_accepted(client: FlaskClient) -> None:
 
 
 def _tampered(source: str) -> tuple[bytes, dict[str, str]]:
-    signed = {"stripe": stripe_body, "github": github_body, "hubspot": hubspot_body}[source]()
-    sign = {"stripe": stripe_headers, "github": github_headers, "hubspot": hubspot_v3_headers}
-    return signed.replace(b"1", b"2", 1), sign[source](signed)
+    """A body signed correctly, then changed by one digit."""
+    if source == "stripe":
+        signed = stripe_body()
+        headers = stripe_headers(signed)
+    elif source == "github":
+        signed = github_body()
+        headers = github_headers(signed)
+    else:
+        signed = hubspot_body()
+        headers = hubspot_v3_headers(signed)
+    return signed.replace(b"1", b"2", 1), headers
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,315 @@
+"""process_inbound and sweep_inbound run by a real rq SimpleWorker on the real Redis, on events
+received through the HTTP surface, on both databases."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+import stripe
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+from rq import Queue, SimpleWorker
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+
+from apex.db import utcnow
+from apex.inbound import store
+from config import Settings
+from workers import context
+from workers import inbound as inbound_jobs
+from workers.context import WorkerContext
+
+pytestmark = pytest.mark.postgres
+
+STRIPE_SECRET = "whsec_worker_test_secret"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # A sweeper that waits a minute: the tests move its clock instead of sleeping.
+    return replace(settings, stripe_webhook_secrets=(STRIPE_SECRET,), requeue_after=60)
+
+
+@pytest.fixture
+def worker_context(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerContext]:
+    monkeypatch.setattr(context, "_current", None)  # restored afterwards
+    ctx = context.configure(settings)
+    yield ctx
+    ctx.delivery.session.close()
+    ctx.redis.close()
+    ctx.engine.dispose()
+
+
+def stripe_event(event_id: str = "evt_worker_1", event_type: str = "customer.created") -> bytes:
+    return json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "created": int(time.time()),
+            "type": event_type,
+            "data": {"object": {"id": "cus_W1", "object": "customer", "email": "ana@acme.io"}},
+        }
+    ).encode()
+
+
+def receive(client: FlaskClient, body: bytes) -> str:
+    header = stripe.WebhookSignature.generate_signature_header(body.decode(), STRIPE_SECRET)
+    response = client.post(
+        "/api/webhooks/stripe",
+        data=body,
+        headers={"Content-Type": "application/json", "Stripe-Signature": header},
+    )
+    assert response.status_code == 202, response.json
+    return str(response.json["id"])
+
+
+def work(redis_conn: Redis, with_scheduler: bool = False) -> None:
+    worker = SimpleWorker([Queue("inbound", connection=redis_conn)], connection=redis_conn)
+    worker.work(burst=True, with_scheduler=with_scheduler)
+
+
+def row(app: Flask, event_id: str) -> store.StoredEvent:
+    return store.get(app.extensions["apex"].engine, event_id)
+
+
+def close_to(value: datetime | None, expected: datetime) -> bool:
+    return value is not None and abs(value - expected) < timedelta(seconds=5)
+
+
+class Outage:
+    """summarize() failing while `down`, as a flaky downstream step would."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.real = inbound_jobs.summarize
+
+    def __call__(self, source: str, event_type: str, payload: object) -> dict[str, int]:
+        if self.down:
+            raise RuntimeError("enrichment service unreachable")
+        return self.real(source, event_type, payload)
+
+
+@pytest.fixture
+def outage(monkeypatch: pytest.MonkeyPatch) -> Outage:
+    failing = Outage()
+    monkeypatch.setattr(inbound_jobs, "summarize", failing)
+    return failing
+
+
+# --- processing -----------------------------------------------------------------------------
+
+
+def test_worker_processes_a_received_event_and_records_its_summary(
+    client: FlaskClient, app: Flask, redis_conn: Redis, worker_context: WorkerContext
+) -> None:
+    event_id = receive(client, stripe_event())
+    [job] = Queue("inbound", connection=redis_conn).get_jobs()
+
+    work(redis_conn)
+
+    stored = row(app, event_id)
+    assert stored.status == "processed"
+    assert stored.result == {"contacts": 1, "deals": 0, "payments": 0, "activity": 0}
+    assert stored.attempts == 1 and stored.error is None
+    assert close_to(stored.processed_at, utcnow())
+    job.refresh()
+    assert job.get_status() == "finished"
+    assert job.return_value() == stored.result
+
+
+@pytest.mark.parametrize(
+    ("event_type", "kind"),
+    [
+        ("customer.updated", "contacts"),
+        ("customer.subscription.created", "deals"),
+        ("checkout.session.completed", "payments"),
+        ("invoice.paid", "payments"),
+        ("product.created", "activity"),
+    ],
+)
+def test_summary_counts_what_the_stripe_event_carries(
+    client: FlaskClient,
+    app: Flask,
+    redis_conn: Redis,
+    worker_context: WorkerContext,
+    event_type: str,
+    kind: str,
+) -> None:
+    event_id = receive(client, stripe_event(event_type=event_type))
+    work(redis_conn)
+    result = row(app, event_id).result
+    assert result[kind] == 1 and sum(result.values()) == 1
+
+
+def test_running_the_job_again_is_a_no_op(
+    client: FlaskClient, app: Flask, redis_conn: Redis, worker_context: WorkerContext
+) -> None:
+    event_id = receive(client, stripe_event())
+    work(redis_conn)
+    before = row(app, event_id)
+
+    inbound_jobs.enqueue_inbound(redis_conn, [event_id])
+    work(redis_conn)
+
+    assert row(app, event_id) == before
+    assert inbound_jobs.process_inbound("inb_unknown") is None
+
+
+def test_an_event_held_by_another_job_is_left_alone(
+    client: FlaskClient, app: Flask, worker_context: WorkerContext
+) -> None:
+    event_id = receive(client, stripe_event())
+    lease = timedelta(seconds=worker_context.settings.lease_seconds)
+    assert store.claim(worker_context.engine, event_id, utcnow(), lease)
+
+    assert inbound_jobs.process_inbound(event_id) is None
+    assert row(app, event_id).status == "queued"
+
+
+# --- failure, retry, replay -----------------------------------------------------------------
+
+
+def test_a_failure_is_recorded_and_retried_with_backoff(
+    client: FlaskClient,
+    app: Flask,
+    redis_conn: Redis,
+    worker_context: WorkerContext,
+    outage: Outage,
+) -> None:
+    event_id = receive(client, stripe_event())
+
+    work(redis_conn)
+
+    stored = row(app, event_id)
+    assert stored.status == "queued"
+    assert stored.attempts == 1
+    assert stored.error == "RuntimeError: enrichment service unreachable"
+    assert close_to(stored.next_attempt_at, utcnow() + timedelta(seconds=store.RETRY_DELAYS[0]))
+    queue = Queue("inbound", connection=redis_conn)
+    assert FailedJobRegistry(queue=queue).count == 1  # RQ recorded the exception
+    assert ScheduledJobRegistry(queue=queue).count == 1  # the retry, in 10 s
+
+
+def test_a_failure_past_the_last_retry_ends_failed_and_visible(
+    client: FlaskClient,
+    app: Flask,
+    auth: dict[str, str],
+    redis_conn: Redis,
+    worker_context: WorkerContext,
+    outage: Outage,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store, "RETRY_DELAYS", (0,))  # one immediate retry, then give up
+    event_id = receive(client, stripe_event())
+
+    work(redis_conn)  # attempt 1 fails; the retry is scheduled now
+    assert row(app, event_id).status == "queued"
+    work(redis_conn, with_scheduler=True)  # RQ's scheduler enqueues it; attempt 2 fails
+
+    stored = row(app, event_id)
+    assert (stored.status, stored.attempts) == ("failed", 2)
+    assert stored.next_attempt_at is None
+    listed = client.get("/api/inbound?status=failed", headers=auth).json["data"]
+    assert [(e["id"], e["error"]) for e in listed] == [
+        (event_id, "RuntimeError: enrichment service unreachable")
+    ]
+    inbound_jobs.enqueue_inbound(redis_conn, [event_id])
+    work(redis_conn)  # failed for good: a stray job changes nothing
+    assert row(app, event_id) == stored
+
+
+def test_replay_reprocesses_a_failed_event(
+    client: FlaskClient,
+    app: Flask,
+    auth: dict[str, str],
+    redis_conn: Redis,
+    worker_context: WorkerContext,
+    outage: Outage,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store, "RETRY_DELAYS", ())
+    event_id = receive(client, stripe_event())
+    work(redis_conn)
+    assert row(app, event_id).status == "failed"
+
+    outage.down = False
+    response = client.post(f"/api/inbound/{event_id}/replay", headers=auth)
+    work(redis_conn)
+
+    assert response.status_code == 202
+    stored = row(app, event_id)
+    assert (stored.status, stored.attempts, stored.error) == ("processed", 1, None)
+    assert stored.result == {"contacts": 1, "deals": 0, "payments": 0, "activity": 0}
+
+
+def test_replay_reprocesses_a_processed_event(
+    client: FlaskClient,
+    app: Flask,
+    auth: dict[str, str],
+    redis_conn: Redis,
+    worker_context: WorkerContext,
+) -> None:
+    event_id = receive(client, stripe_event())
+    work(redis_conn)
+    first = row(app, event_id).processed_at
+    assert first is not None
+
+    client.post(f"/api/inbound/{event_id}/replay", headers=auth)
+    assert row(app, event_id).status == "queued"
+    work(redis_conn)
+
+    stored = row(app, event_id)
+    assert stored.status == "processed"
+    assert stored.processed_at is not None and stored.processed_at >= first
+
+
+# --- the sweeper ----------------------------------------------------------------------------
+
+
+def test_sweep_enqueues_an_event_stored_while_redis_was_down(
+    app: Flask, redis_conn: Redis, worker_context: WorkerContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = app.extensions["apex"]
+    app.extensions["apex"] = replace(rt, redis=Redis(port=1, socket_connect_timeout=0.2))
+    event_id = receive(app.test_client(), stripe_event())
+    queue = Queue("inbound", connection=redis_conn)
+    assert queue.count == 0
+
+    assert inbound_jobs.sweep_inbound() == 0  # not yet: it might still be on its way
+    later = utcnow() + timedelta(seconds=worker_context.settings.requeue_after + 1)
+    with monkeypatch.context() as clock:
+        clock.setattr(inbound_jobs, "utcnow", lambda: later)
+        assert inbound_jobs.sweep_inbound() == 1
+        assert inbound_jobs.sweep_inbound() == 0  # marked enqueued
+    assert [job.args for job in queue.get_jobs()] == [(event_id,)]
+
+    work(redis_conn)
+
+    assert row(app, event_id).status == "processed"
+
+
+def test_sweep_leaves_processed_and_waiting_events_alone(
+    client: FlaskClient,
+    app: Flask,
+    redis_conn: Redis,
+    worker_context: WorkerContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    processed = receive(client, stripe_event("evt_done"))
+    work(redis_conn)
+    with monkeypatch.context() as patched:
+        patched.setattr(inbound_jobs, "summarize", Outage())
+        waiting = receive(client, stripe_event("evt_waiting"))
+        work(redis_conn)  # fails; its retry is 10 s away
+    assert row(app, processed).status == "processed"
+    assert row(app, waiting).status == "queued"
+
+    soon = utcnow() + timedelta(seconds=5)
+    monkeypatch.setattr(inbound_jobs, "utcnow", lambda: soon)
+
+    assert inbound_jobs.sweep_inbound() == 0
