@@ -19,7 +19,7 @@ keys = AppGroup("keys", help="Create, list and revoke API keys (only hashes are 
 def create_key(name: str) -> None:
     """Create a key and print it once."""
     record, plaintext = apikeys.create_key(runtime().engine, name)
-    click.echo(f"Created API key {record.id} ({name}). It is shown only now:")
+    click.echo(f"Created API key {record.id} ({name}). It is shown only now:", err=True)
     click.echo(plaintext)
 
 

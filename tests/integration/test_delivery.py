@@ -333,3 +333,36 @@ def test_flushall_loses_nothing_while_processes_run(
         timeout=40,
     )
     assert delivered[0]["attempts"] == 2
+
+
+def test_a_hanging_endpoint_does_not_stall_a_healthy_one(
+    client: FlaskClient, auth: dict[str, str], processes: Callable[..., Any]
+) -> None:
+    server = HTTPServer(host="127.0.0.1", threaded=True)
+    server.start()
+    try:
+        released: list[float] = []
+        healthy: list[float] = []
+
+        def hang(request: Request) -> Response:
+            time.sleep(5)  # longer than the worker's 3 s timeout
+            released.append(time.monotonic())
+            return Response("late", 200)
+
+        def ok(request: Request) -> Response:
+            healthy.append(time.monotonic())
+            return Response("ok", 200)
+
+        server.expect_request("/hang", method="POST").respond_with_handler(hang)
+        server.expect_request("/ok", method="POST").respond_with_handler(ok)
+        subscribe(client, auth, server.url_for("/hang"), ["lead.created"])
+        subscribe(client, auth, server.url_for("/ok"), ["lead.created"])
+        processes()
+        for _ in range(12):  # more than the hanging endpoint's share of the pool
+            publish(client, auth, "lead.created")
+        wait_for(lambda: len(healthy) == 12 and released, timeout=30)
+        # every healthy delivery arrived while the first hanging request was still held
+        assert max(healthy) < min(released)
+    finally:
+        server.clear()
+        server.stop()

@@ -35,8 +35,8 @@ def test_cli_key_is_printed_once_and_works_until_revoked(app: Flask) -> None:
     runner = app.test_cli_runner()
     created = runner.invoke(args=["keys", "create", "ci"])
     assert created.exit_code == 0, created.output
-    key = created.output.strip().splitlines()[-1]
-    key_id = created.output.split()[3]
+    key = created.stdout.strip()
+    key_id = created.stderr.split()[3]
     client = app.test_client()
     assert client.get("/api/webhooks", headers={"x-api-key": key}).status_code == 200
 
