@@ -13,7 +13,7 @@ from types import FrameType
 from apex.secretbox import generate_key
 from launcher.embedded_redis import EmbeddedRedis
 
-VAR = Path("var")
+VAR = Path(os.environ.get("APEX_DEV_DATA", "var"))  # development data: SQLite, Redis AOF, key
 
 
 def _dev_secret_key() -> str:
@@ -31,7 +31,7 @@ def dev_environment() -> dict[str, str]:
     # The Procfile names gunicorn and python: make them this virtualenv's.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("APEX_SECRET_KEY", _dev_secret_key())
-    env.setdefault("DATABASE_URL", "sqlite:///var/apex.db")
+    env.setdefault("DATABASE_URL", f"sqlite:///{VAR / 'apex.db'}")
     env.setdefault("PORT", "5000")
     env.setdefault("APEX_LOG_FORMAT", "text")
     env.setdefault("PYTHONUNBUFFERED", "1")
