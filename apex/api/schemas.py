@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import current_app
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import Schema, ValidationError, fields, validate
 
 from apex import subscriptions
 from apex.api.fields import Timestamp
@@ -47,39 +45,20 @@ class SubscriptionWithSecretSchema(SubscriptionSchema):
 
 
 class SubscriptionCreateSchema(Schema):
-    url = fields.String(required=True)
-    events = fields.List(fields.String(), required=True)
+    url = fields.String(required=True, validate=_check_url)
+    events = fields.List(fields.String(), required=True, validate=_check_events)
     secret = fields.String(
-        metadata={"description": "whsec_ + base64 of 24-64 bytes; generated when absent"}
+        validate=_check_secret,
+        metadata={"description": "whsec_ + base64 of 24-64 bytes; generated when absent"},
     )
     description = fields.String(validate=validate.Length(max=500))
 
-    @validates("url")
-    def validate_url(self, value: str, **_: Any) -> None:
-        _check_url(value)
-
-    @validates("events")
-    def validate_events(self, value: list[str], **_: Any) -> None:
-        _check_events(value)
-
-    @validates("secret")
-    def validate_secret(self, value: str, **_: Any) -> None:
-        _check_secret(value)
-
 
 class SubscriptionUpdateSchema(Schema):
-    url = fields.String()
-    events = fields.List(fields.String())
+    url = fields.String(validate=_check_url)
+    events = fields.List(fields.String(), validate=_check_events)
     description = fields.String(validate=validate.Length(max=500))
     status = fields.String(validate=validate.OneOf(["active", "paused"]))
-
-    @validates("url")
-    def validate_url(self, value: str, **_: Any) -> None:
-        _check_url(value)
-
-    @validates("events")
-    def validate_events(self, value: list[str], **_: Any) -> None:
-        _check_events(value)
 
 
 class SubscriptionIdSchema(Schema):
@@ -92,11 +71,7 @@ class DeletedSchema(Schema):
 
 
 class RotateSecretSchema(Schema):
-    secret = fields.String()
-
-    @validates("secret")
-    def validate_secret(self, value: str, **_: Any) -> None:
-        _check_secret(value)
+    secret = fields.String(validate=_check_secret)
 
 
 class RotatedSchema(Schema):
