@@ -107,3 +107,15 @@ inbound_events = sa.Table(
     sa.UniqueConstraint("source", "dedupe_key", name="uq_inbound_events_source_dedupe"),
     sa.Index("ix_inbound_events_due", "status", "next_attempt_at"),
 )
+
+# Per-source counts of processed records not yet reported by a connector.synced event.
+connector_stats = sa.Table(
+    "connector_stats",
+    metadata,
+    sa.Column("source", sa.String(16), primary_key=True),
+    sa.Column("records", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("leads_created", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("leads_updated", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("batches", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("last_synced_at", UTCDateTime()),
+)

@@ -43,6 +43,14 @@ class Settings:
     stripe_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     github_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     hubspot_client_secrets: tuple[str, ...] = field(default=(), repr=False)
+    hubspot_access_token: str | None = field(default=None, repr=False)  # HUBSPOT_ACCESS_TOKEN
+    hubspot_api_base: str = "https://api.hubapi.com"  # HUBSPOT_API_BASE
+    stripe_api_key: str | None = field(default=None, repr=False)  # STRIPE_API_KEY
+    stripe_api_base: str = "https://api.stripe.com"  # STRIPE_API_BASE
+    github_token: str | None = field(default=None, repr=False)  # GITHUB_TOKEN
+    github_api_base: str = "https://api.github.com"  # GITHUB_API_BASE
+    connector_sync_interval: int = 60  # APEX_CONNECTOR_SYNC_INTERVAL, seconds
+    metrics_public: bool = False  # APEX_METRICS_PUBLIC
     log_format: str = "text"  # APEX_LOG_FORMAT: text | json
     log_level: str = "INFO"  # APEX_LOG_LEVEL
 
@@ -110,6 +118,12 @@ def _database_url(value: str) -> str:
     raise ValueError("expected a postgres:// or sqlite:/// URL")
 
 
+def _base_url(value: str) -> str:
+    if not value.startswith(("https://", "http://")):
+        raise ValueError(f"expected an http(s):// base URL, got {value!r}")
+    return value.rstrip("/")
+
+
 def _log_format(value: str) -> str:
     if value not in ("text", "json"):
         raise ValueError(f"expected text or json, got {value!r}")
@@ -159,6 +173,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         stripe_webhook_secrets=get("STRIPE_WEBHOOK_SECRET", _csv, ()),
         github_webhook_secrets=get("GITHUB_WEBHOOK_SECRET", _csv, ()),
         hubspot_client_secrets=get("HUBSPOT_CLIENT_SECRET", _csv, ()),
+        hubspot_access_token=get("HUBSPOT_ACCESS_TOKEN", str, None),
+        hubspot_api_base=get("HUBSPOT_API_BASE", _base_url, "https://api.hubapi.com"),
+        stripe_api_key=get("STRIPE_API_KEY", str, None),
+        stripe_api_base=get("STRIPE_API_BASE", _base_url, "https://api.stripe.com"),
+        github_token=get("GITHUB_TOKEN", str, None),
+        github_api_base=get("GITHUB_API_BASE", _base_url, "https://api.github.com"),
+        connector_sync_interval=get("APEX_CONNECTOR_SYNC_INTERVAL", _positive_int, 60),
+        metrics_public=get("APEX_METRICS_PUBLIC", _flag, False),
         log_format=get("APEX_LOG_FORMAT", _log_format, "text"),
         log_level=get("APEX_LOG_LEVEL", str.upper, "INFO"),
     )

@@ -7,6 +7,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
+import apex.pipeline.tables  # noqa: F401  (registers the pipeline's tables on metadata)
 from apex.db import make_engine
 from apex.models import metadata
 from config.settings import DEFAULT_DATABASE_URL, _database_url

@@ -15,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 
+import apex.pipeline.tables  # noqa: F401  (registers the pipeline's tables on metadata)
 from apex.db import make_engine
 from apex.models import metadata
 from apex.secretbox import generate_key

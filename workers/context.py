@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from apex.db import make_engine
 from apex.delivery.deliver import DeliveryContext
 from apex.delivery.ssrf import new_session
+from apex.pipeline.enrich import Enricher, build_enricher
 from apex.secretbox import SecretBox
 from config import Settings, load_settings
 
@@ -23,6 +24,7 @@ class WorkerContext:
     redis: Redis
     box: SecretBox
     delivery: DeliveryContext
+    enrich: Enricher | None = None
 
 
 _lock = threading.Lock()
@@ -46,7 +48,8 @@ def build(settings: Settings) -> WorkerContext:
         connect_timeout=settings.connect_timeout,
         total_timeout=settings.request_timeout,
     )
-    return WorkerContext(settings, engine, Redis.from_url(settings.redis_url), box, delivery)
+    redis = Redis.from_url(settings.redis_url)
+    return WorkerContext(settings, engine, redis, box, delivery, build_enricher(settings))
 
 
 def configure(settings: Settings) -> WorkerContext:

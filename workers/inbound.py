@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import timedelta
 
 from redis import Redis
 from rq import Queue
 
+from apex import connectors
 from apex.db import utcnow
 from apex.inbound import store
+from apex.pipeline.run import run
 from workers import context
-from workers.jobs import INBOUND, RESULT_TTL
+from workers.jobs import INBOUND, RESULT_TTL, enqueue_deliveries
 
 log = logging.getLogger("apex.jobs")
 
@@ -69,7 +71,15 @@ def process_inbound(event_id: str) -> Summary | None:
         log.info("inbound %s: nothing to do (processed, not due or unknown)", event_id)
         return None
     try:
-        summary = summarize(claimed.source, claimed.type, claimed.payload)
+        result = run(
+            ctx.engine,
+            claimed.source,
+            claimed.type,
+            claimed.payload,
+            claimed.headers,
+            claimed.received_at,
+            ctx.enrich,
+        )
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         delay = store.mark_failed(ctx.engine, event_id, utcnow(), error, store.RETRY_DELAYS)
@@ -79,6 +89,9 @@ def process_inbound(event_id: str) -> Summary | None:
                 event_id,
                 claimed.attempts,
                 type(exc).__name__,
+            )
+            enqueue_deliveries(
+                ctx.redis, connectors.report_error(ctx.engine, claimed.source, event_id, error)
             )
         else:
             log.warning(
@@ -90,9 +103,31 @@ def process_inbound(event_id: str) -> Summary | None:
             )
             schedule_inbound(ctx.redis, event_id, delay)
         raise
+    summary = result.counts()
     store.mark_processed(ctx.engine, event_id, utcnow(), summary)
+    delivery_ids = list(result.delivery_ids)
+    if not result.duplicate:
+        counts = connectors.Counts(result.records, result.leads_created, result.leads_updated)
+        connectors.count(ctx.engine, claimed.source, counts)
+        delivery_ids += report_connectors()
+    enqueue_deliveries(ctx.redis, delivery_ids)
     log.info("inbound %s: processed %s %s %s", event_id, claimed.source, claimed.type, summary)
     return summary
+
+
+def report_connectors() -> list[str]:
+    """Publish connector.synced for sources whose interval has passed; returns delivery ids.
+    Also a periodic job, so the last batches of a quiet source are reported too."""
+    ctx = context.current()
+    interval = timedelta(seconds=ctx.settings.connector_sync_interval)
+    return connectors.report_due(ctx.engine, utcnow(), interval)
+
+
+def flush_connectors() -> int:
+    """The periodic form of report_connectors(): publish and enqueue what is due."""
+    delivery_ids = report_connectors()
+    enqueue_deliveries(context.current().redis, delivery_ids)
+    return len(delivery_ids)
 
 
 def sweep_inbound() -> int:
@@ -104,56 +139,3 @@ def sweep_inbound() -> int:
     if lost:
         log.info("sweep: re-enqueued %d inbound events", len(lost))
     return len(lost)
-
-
-# --- extraction (the pipeline issue replaces this with apex.pipeline) ------------------------
-
-
-def summarize(source: str, event_type: str, payload: object) -> Summary:
-    """Count the contacts, deals, payments and other activity an event carries.
-
-    Raises ValueError for a source it does not know or a payload without the shape its source
-    promises (e.g. a Stripe event without a `data.object`).
-    """
-    summary = {"contacts": 0, "deals": 0, "payments": 0, "activity": 0}
-    if not isinstance(payload, Mapping):
-        raise ValueError(f"a {source} payload must be a JSON object")
-    if source == "stripe":
-        data = payload.get("data")
-        if not isinstance(data, Mapping) or not isinstance(data.get("object"), Mapping):
-            raise ValueError(f"Stripe event {event_type} has no data.object")
-        summary[_stripe_kind(event_type)] += 1
-    elif source == "github":
-        if event_type != "ping":
-            summary["activity"] += 1
-            if isinstance(payload.get("sender"), Mapping):
-                summary["contacts"] += 1
-    elif source == "hubspot":
-        summary[_hubspot_kind(event_type, payload)] += 1
-    else:
-        raise ValueError(f"unknown inbound source {source!r}")
-    return summary
-
-
-_STRIPE_PAYMENT_PREFIXES = ("charge.", "payment_intent.", "invoice.", "checkout.session.")
-_HUBSPOT_OBJECT_TYPES = {"0-1": "contacts", "0-3": "deals"}  # HubSpot's objectTypeId values
-
-
-def _stripe_kind(event_type: str) -> str:
-    if event_type.startswith("customer.") and not event_type.startswith("customer.subscription."):
-        return "contacts"
-    if event_type.startswith("customer.subscription."):
-        return "deals"
-    if event_type.startswith(_STRIPE_PAYMENT_PREFIXES):
-        return "payments"
-    return "activity"
-
-
-def _hubspot_kind(event_type: str, payload: Mapping[str, object]) -> str:
-    if event_type.startswith("contact."):
-        return "contacts"
-    if event_type.startswith("deal."):
-        return "deals"
-    if event_type.startswith("object."):  # generic subscriptions name the type by id
-        return _HUBSPOT_OBJECT_TYPES.get(str(payload.get("objectTypeId")), "activity")
-    return "activity"

@@ -28,6 +28,7 @@ def periodic(settings: Settings) -> list[tuple[str, Callable[..., Any], int]]:
     return [
         ("apex-periodic-sweep", jobs.sweep, settings.sweep_interval),
         ("apex-periodic-sweep-inbound", inbound.sweep_inbound, settings.sweep_interval),
+        ("apex-periodic-connectors", inbound.flush_connectors, settings.connector_sync_interval),
     ]
 
 

@@ -5,11 +5,20 @@ from __future__ import annotations
 from flask import Flask, request
 from flask_smorest import Api
 
-from apex.api import deliveries, docs, events, health, inbound, webhooks
+from apex.api import deliveries, docs, events, health, inbound, leads, webhooks
 from apex.api.errors import register_error_handlers
 from apex.errors import BadRequestError
 
-BLUEPRINTS = [webhooks.blp, events.blp, deliveries.blp, inbound.blp, inbound.operator_blp]
+BLUEPRINTS = [
+    webhooks.blp,
+    events.blp,
+    deliveries.blp,
+    inbound.blp,
+    inbound.operator_blp,
+    leads.leads_blp,
+    leads.attribution_blp,
+    leads.goals_blp,
+]
 
 
 def _require_json_body() -> None:

@@ -51,6 +51,7 @@ class Claimed:
     payload: Any
     headers: Mapping[str, str]
     attempts: int
+    received_at: datetime
 
 
 @dataclass(frozen=True)
@@ -153,9 +154,10 @@ def claim(engine: Engine, event_id: str, now: datetime, lease: timedelta) -> Cla
                 inbound_events.c.payload,
                 inbound_events.c.headers,
                 inbound_events.c.attempts,
+                inbound_events.c.received_at,
             ).where(inbound_events.c.id == event_id)
         ).one()
-    return Claimed(*row)
+    return Claimed(**row._mapping)
 
 
 def mark_processed(engine: Engine, event_id: str, now: datetime, result: Any) -> bool:

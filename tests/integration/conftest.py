@@ -22,6 +22,21 @@ ROOT = Path(__file__).resolve().parents[2]
 def env_for(settings: Settings) -> dict[str, str]:
     """The environment a worker or scheduler process needs to share the test's services."""
     env = dict(os.environ)
+    for name in ("HUBSPOT_ACCESS_TOKEN", "STRIPE_API_KEY", "GITHUB_TOKEN"):
+        env.pop(name, None)  # never let a developer's real token reach a test worker
+    optional = {
+        "HUBSPOT_ACCESS_TOKEN": settings.hubspot_access_token,
+        "HUBSPOT_API_BASE": settings.hubspot_api_base,
+        "STRIPE_API_KEY": settings.stripe_api_key,
+        "STRIPE_API_BASE": settings.stripe_api_base,
+        "GITHUB_TOKEN": settings.github_token,
+        "GITHUB_API_BASE": settings.github_api_base,
+        "STRIPE_WEBHOOK_SECRET": ",".join(settings.stripe_webhook_secrets),
+        "GITHUB_WEBHOOK_SECRET": ",".join(settings.github_webhook_secrets),
+        "HUBSPOT_CLIENT_SECRET": ",".join(settings.hubspot_client_secrets),
+        "APEX_CONNECTOR_SYNC_INTERVAL": str(settings.connector_sync_interval),
+    }
+    env.update({name: value for name, value in optional.items() if value})
     env.update(
         REDIS_URL=settings.redis_url,
         DATABASE_URL=settings.database_url,
@@ -40,6 +55,14 @@ def env_for(settings: Settings) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+def signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    """Signal a started process and every process of its group (as a dyno stop does)."""
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
@@ -78,19 +101,20 @@ def processes(
             env={**env_for(settings), **overrides},
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: the worker's scheduler child dies with it
         )
         started.append(proc)
         return proc
 
     yield start
     for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        signal_group(proc, signal.SIGTERM)
     for proc in started:
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            pass
+        signal_group(proc, signal.SIGKILL)  # anything of the group still alive
+        proc.wait()
     for log in logs:
         log.close()

@@ -17,7 +17,7 @@ from standardwebhooks import Webhook
 from werkzeug import Request, Response
 
 from apex.models import deliveries as delivery_table
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import signal_group, wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -303,7 +303,7 @@ def test_worker_killed_mid_delivery_delivers_after_restart(
     processes("workers.scheduled")
     publish(client, auth, "lead.created")
     assert arrived.wait(15)
-    worker.send_signal(signal.SIGKILL)
+    signal_group(worker, signal.SIGKILL)  # the worker and its scheduler child, mid-request
     worker.wait()
     processes()  # a fresh worker; the lease (3 s) expires and the sweeper brings it back
     delivered = wait_for(

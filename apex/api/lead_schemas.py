@@ -1,0 +1,122 @@
+"""Schemas for leads, attribution and goals: they validate requests and generate the OpenAPI
+document. A lead is dumped from identity.lead_data(), the dict lead events carry too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from apex.api.fields import Timestamp
+from apex.pipeline.attribution import MODELS
+from apex.pipeline.goals import METRICS
+from apex.pipeline.records import IDENTITY_KINDS
+
+_TIMESTAMP = {"type": "string", "format": "date-time", "example": "2025-01-10T08:00:00Z"}
+
+
+class IdentitySchema(Schema):
+    kind = fields.String(metadata={"enum": list(IDENTITY_KINDS)})
+    value = fields.String(metadata={"example": "ada@example.com"})
+
+
+class TouchSchema(Schema):
+    source = fields.String(metadata={"example": "google"})
+    campaign = fields.String(allow_none=True, metadata={"example": "spring-launch"})
+    at = fields.String(metadata=_TIMESTAMP)
+
+
+class LeadSchema(Schema):
+    """A lead, exactly as the data of lead.created and lead.updated."""
+
+    id = fields.String(metadata={"example": "lead_2x9Yd"})
+    email = fields.String(allow_none=True)
+    name = fields.String(allow_none=True)
+    company = fields.String(allow_none=True)
+    identities = fields.List(fields.Nested(IdentitySchema))
+    revenue = fields.Integer(metadata={"description": "Net of refunds, in minor units"})
+    currency = fields.String(allow_none=True, metadata={"example": "usd"})
+    conversions = fields.Integer()
+    firstTouch = fields.Nested(TouchSchema, allow_none=True)
+    lastTouch = fields.Nested(TouchSchema, allow_none=True)
+    createdAt = fields.String(metadata=_TIMESTAMP)
+    updatedAt = fields.String(metadata=_TIMESTAMP)
+
+
+class LeadQuerySchema(Schema):
+    email = fields.String(metadata={"description": "Leads with this email identity"})
+    source = fields.String(metadata={"description": "Leads whose first touch has this source"})
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=250))
+    cursor = fields.String()
+
+
+class LeadPageSchema(Schema):
+    data = fields.List(fields.Nested(LeadSchema))
+    next_cursor = fields.String(data_key="nextCursor", allow_none=True)
+
+
+class AttributionQuerySchema(Schema):
+    model = fields.String(load_default="first_touch", validate=validate.OneOf(MODELS))
+    start = Timestamp(data_key="from", metadata={"description": "Conversions at or after"})
+    end = Timestamp(data_key="to", metadata={"description": "Conversions before"})
+
+    @validates_schema
+    def validate_period(self, data: dict[str, Any], **_: Any) -> None:
+        if "start" in data and "end" in data and data["start"] >= data["end"]:
+            raise ValidationError("must be later than from", "to")
+
+
+class CreditSchema(Schema):
+    source = fields.String(allow_none=True, metadata={"description": "null: no touch before"})
+    campaign = fields.String(allow_none=True)
+    currency = fields.String(metadata={"example": "usd"})
+    revenue = fields.Integer(metadata={"description": "Net of refunds, in minor units"})
+    conversions = fields.Float(metadata={"description": "Fractional under the linear model"})
+
+
+class SourceCreditSchema(CreditSchema):
+    class Meta:
+        exclude = ("campaign",)
+
+
+class AttributionSchema(Schema):
+    model = fields.String(metadata={"enum": list(MODELS)})
+    start = Timestamp(data_key="from", allow_none=True)
+    end = Timestamp(data_key="to", allow_none=True)
+    by_source = fields.List(fields.Nested(SourceCreditSchema), data_key="bySource")
+    by_campaign = fields.List(fields.Nested(CreditSchema), data_key="byCampaign")
+
+
+class GoalCreateSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    metric = fields.String(required=True, validate=validate.OneOf(METRICS))
+    target = fields.Integer(
+        required=True,
+        strict=True,
+        validate=validate.Range(min=1),
+        metadata={"description": "For revenue, in minor units"},
+    )
+    source = fields.String(
+        allow_none=True,
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "Count only leads whose first touch has this source"},
+    )
+
+
+class GoalSchema(Schema):
+    id = fields.String(metadata={"example": "goal_2x9Yd"})
+    name = fields.String()
+    metric = fields.String(metadata={"enum": list(METRICS)})
+    target = fields.Integer()
+    source = fields.String(allow_none=True)
+    value = fields.Integer(metadata={"description": "The metric now"})
+    progress = fields.Method("_progress", metadata={"type": "number", "example": 0.42})
+    reached = fields.Method("_reached", metadata={"type": "boolean"})
+    reached_at = Timestamp(data_key="reachedAt", allow_none=True)
+    created_at = Timestamp(data_key="createdAt")
+
+    def _progress(self, goal: Any) -> float:
+        return round(min(1.0, goal.value / max(goal.target, 1)), 4)
+
+    def _reached(self, goal: Any) -> bool:
+        return goal.reached_at is not None

@@ -1,0 +1,86 @@
+"""Read routes for leads and attribution, and the goals routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_smorest import Blueprint
+
+from apex.api.auth import require_api_key
+from apex.api.lead_schemas import (
+    AttributionQuerySchema,
+    AttributionSchema,
+    GoalCreateSchema,
+    GoalSchema,
+    LeadPageSchema,
+    LeadQuerySchema,
+    LeadSchema,
+)
+from apex.api.runtime import runtime
+from apex.api.schemas import DeletedSchema
+from apex.pipeline import attribution, goals, identity
+
+leads_blp = Blueprint("leads", __name__, url_prefix="/api", description="Leads")
+attribution_blp = Blueprint(
+    "attribution", __name__, url_prefix="/api", description="Revenue attribution"
+)
+goals_blp = Blueprint("goals", __name__, url_prefix="/api", description="Goals")
+for _blueprint in (leads_blp, attribution_blp, goals_blp):
+    _blueprint.before_request(require_api_key)
+
+
+@leads_blp.route("/leads", methods=["GET"])
+@leads_blp.arguments(LeadQuerySchema, location="query")
+@leads_blp.response(200, LeadPageSchema)
+def list_leads(query: dict[str, Any]) -> dict[str, Any]:
+    """Leads, newest first, optionally by email or first-touch source."""
+    engine, limit, cursor = runtime().engine, query["limit"], query.get("cursor")
+    found, cursor = identity.page(engine, query.get("email"), query.get("source"), limit, cursor)
+    return {"data": [identity.lead_data(lead) for lead in found], "next_cursor": cursor}
+
+
+@leads_blp.route("/leads/<lead_id>", methods=["GET"])
+@leads_blp.response(200, LeadSchema)
+def get_lead(lead_id: str) -> dict[str, Any]:
+    """A lead; the id of a lead merged into another shows the one it was merged into."""
+    return identity.lead_data(identity.get(runtime().engine, lead_id))
+
+
+@attribution_blp.route("/attribution", methods=["GET"])
+@attribution_blp.arguments(AttributionQuerySchema, location="query")
+@attribution_blp.response(200, AttributionSchema)
+def get_attribution(query: dict[str, Any]) -> attribution.Report:
+    """Revenue and conversions of a period by source and by campaign, under a model."""
+    return attribution.report(
+        runtime().engine, query["model"], query.get("start"), query.get("end")
+    )
+
+
+@goals_blp.route("/goals", methods=["POST"])
+@goals_blp.arguments(GoalCreateSchema)
+@goals_blp.response(201, GoalSchema)
+def create_goal(body: dict[str, Any]) -> goals.Goal:
+    """Create a goal; goal.reached fires once, when the pipeline sees the target crossed."""
+    return goals.create(
+        runtime().engine, body["name"], body["metric"], body["target"], body.get("source")
+    )
+
+
+@goals_blp.route("/goals", methods=["GET"])
+@goals_blp.response(200, GoalSchema(many=True))
+def list_goals() -> list[goals.Goal]:
+    """Every goal with its progress."""
+    return goals.list_all(runtime().engine)
+
+
+@goals_blp.route("/goals/<goal_id>", methods=["GET"])
+@goals_blp.response(200, GoalSchema)
+def get_goal(goal_id: str) -> goals.Goal:
+    return goals.get(runtime().engine, goal_id)
+
+
+@goals_blp.route("/goals/<goal_id>", methods=["DELETE"])
+@goals_blp.response(200, DeletedSchema)
+def delete_goal(goal_id: str) -> dict[str, Any]:
+    goals.delete(runtime().engine, goal_id)
+    return {"id": goal_id, "deleted": True}

@@ -1,0 +1,403 @@
+"""Attribution: touchpoints and conversions per lead, the first/last/linear models, revenue by
+source and campaign. The models are pure; the store functions write the two tables."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from apex.pipeline.records import Versioned, currency_code
+from apex.pipeline.tables import conversions, fit, insert, touchpoints
+
+MODELS = ("first_touch", "last_touch", "linear")
+WON_STAGE = "closedwon"  # HubSpot's default pipeline's won stage
+DEFAULT_DEAL_CURRENCY = "usd"  # HubSpot deals without deal_currency_code
+# Currencies whose minor unit is not a hundredth (ISO 4217, as Stripe lists them).
+_EXPONENTS = {
+    **dict.fromkeys("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split(), 0),
+    **dict.fromkeys("bhd jod kwd omr tnd".split(), 3),
+}
+# The properties of a source object that make it a touchpoint (HubSpot contacts, Stripe
+# customers): created, the UTM parameters, HubSpot's analytics source.
+TOUCH_PROPERTIES = ("created", "utm_source", "utm_campaign", "analytics_source")
+
+
+@dataclass(frozen=True)
+class Touch:
+    source: str
+    campaign: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Sale:
+    """A conversion as the models see it: a payment or won deal (`counts`), or a refund
+    (negative `amount`). `at` is when it was won: touches after it get no credit."""
+
+    lead_id: str | None
+    amount: int
+    currency: str
+    at: datetime
+    counts: bool
+
+
+@dataclass(frozen=True)
+class Credit:
+    """Revenue (minor units of `currency`) and conversions credited to a source and campaign.
+    `source` None is revenue no touch explains; `campaign` None under by_source is all of them."""
+
+    source: str | None
+    campaign: str | None
+    currency: str
+    revenue: int
+    conversions: float
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A lead's attribution: net revenue in its currency (that of its first conversion),
+    conversions (refunds do not count), first and last touch."""
+
+    revenue: int
+    currency: str | None
+    conversions: int
+    first_touch: Touch | None
+    last_touch: Touch | None
+
+
+@dataclass(frozen=True)
+class DealTerms:
+    """A won deal: worth `amount` minor units of `currency`, won at `at`, credited to `contact`
+    (a HubSpot contact identity value)."""
+
+    amount: int
+    currency: str
+    contact: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Report:
+    model: str
+    start: datetime | None
+    end: datetime | None
+    by_source: list[Credit]
+    by_campaign: list[Credit]
+
+
+# --- the models (pure) ---------------------------------------------------------------------
+
+
+def _ordered(touches: Iterable[Touch]) -> list[Touch]:
+    return sorted(touches, key=lambda t: (t.at, t.source, t.campaign or ""))
+
+
+def credited(model: str, touches: Sequence[Touch], at: datetime) -> list[Touch]:
+    """The touches `model` credits for a sale at `at`: of those at or before it, the first, the
+    last, or all (linear). Raises ValueError for an unknown model."""
+    before = [t for t in _ordered(touches) if t.at <= at]
+    if model == "linear":
+        return before
+    if model == "first_touch":
+        return before[:1]
+    if model == "last_touch":
+        return before[-1:]
+    raise ValueError(f"unknown attribution model {model!r}; expected one of {', '.join(MODELS)}")
+
+
+def split(amount: int, parts: int) -> list[int]:
+    """`amount` in `parts` integers that differ by at most one and sum to it exactly; the first
+    parts take the remainder."""
+    quotient, remainder = divmod(abs(amount), parts)
+    sign = -1 if amount < 0 else 1
+    return [sign * (quotient + (1 if i < remainder else 0)) for i in range(parts)]
+
+
+def credit(
+    model: str, touches: Mapping[str, Sequence[Touch]], sales: Iterable[Sale]
+) -> list[Credit]:
+    """Credit each sale to its lead's touches under `model`; by source, campaign and currency,
+    largest revenue first. Raises ValueError for an unknown model."""
+    revenue: dict[tuple[str | None, str | None, str], int] = defaultdict(int)
+    counted: dict[tuple[str | None, str | None, str], float] = defaultdict(float)
+    for sale in sales:
+        chosen = credited(model, touches.get(sale.lead_id or "", ()), sale.at)
+        if not chosen:
+            revenue[(None, None, sale.currency)] += sale.amount
+            counted[(None, None, sale.currency)] += 1.0 if sale.counts else 0.0
+            continue
+        for touch, share in zip(chosen, split(sale.amount, len(chosen)), strict=True):
+            key = (touch.source, touch.campaign, sale.currency)
+            revenue[key] += share
+            counted[key] += 1.0 / len(chosen) if sale.counts else 0.0
+    credits = [
+        Credit(source, campaign, currency, amount, round(counted[(source, campaign, currency)], 6))
+        for (source, campaign, currency), amount in revenue.items()
+    ]
+    return sorted(credits, key=lambda c: (-c.revenue, c.source or "", c.campaign or "", c.currency))
+
+
+def by_source(credits: Iterable[Credit]) -> list[Credit]:
+    """The same credits summed over campaigns."""
+    revenue: dict[tuple[str | None, str], int] = defaultdict(int)
+    counted: dict[tuple[str | None, str], float] = defaultdict(float)
+    for c in credits:
+        revenue[(c.source, c.currency)] += c.revenue
+        counted[(c.source, c.currency)] += c.conversions
+    summed = [
+        Credit(source, None, currency, amount, round(counted[(source, currency)], 6))
+        for (source, currency), amount in revenue.items()
+    ]
+    return sorted(summed, key=lambda c: (-c.revenue, c.source or "", c.currency))
+
+
+def summarize(touches: Iterable[Touch], sales: Iterable[Sale]) -> Summary:
+    """One lead's Summary from its touches and sales."""
+    ordered = _ordered(touches)
+    by_time = sorted(sales, key=lambda s: (not s.counts, s.at, s.currency))
+    currency = by_time[0].currency if by_time else None
+    return Summary(
+        revenue=sum(s.amount for s in by_time if s.currency == currency),
+        currency=currency,
+        conversions=sum(1 for s in by_time if s.counts),
+        first_touch=ordered[0] if ordered else None,
+        last_touch=ordered[-1] if ordered else None,
+    )
+
+
+def minor_units(amount: str | None, currency: str) -> int | None:
+    """A decimal amount in major units ("12000.50") as minor units of `currency`, or None if it
+    is not a non-negative number."""
+    try:
+        value = Decimal((amount or "").replace(",", "").strip())
+    except InvalidOperation:
+        return None
+    if not value.is_finite() or value < 0:
+        return None
+    scaled = value.scaleb(_EXPONENTS.get(currency.lower(), 2))
+    return int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def deal_terms(properties: Mapping[str, Versioned]) -> DealTerms | None:
+    """The terms of a deal won (stage closedwon, a positive amount, an associated contact, not
+    deleted), or None. With several contacts, the one associated first is credited."""
+    stage, amount = properties.get("stage"), properties.get("amount")
+    deleted = properties.get("deleted")
+    if stage is None or stage.value != WON_STAGE or amount is None or (deleted and deleted.value):
+        return None
+    code = properties.get("currency")
+    currency = currency_code(code.value if code else None) or DEFAULT_DEAL_CURRENCY
+    minor = minor_units(amount.value, currency)
+    contacts = sorted(
+        (version.at, name.removeprefix("contact:"))
+        for name, version in properties.items()
+        if name.startswith("contact:") and version.value
+    )
+    if not minor or not contacts:
+        return None
+    return DealTerms(minor, currency, contacts[0][1], stage.at)
+
+
+def touch_from_properties(default_source: str, properties: Mapping[str, Versioned]) -> Touch | None:
+    """The acquisition touch of a source object (a HubSpot contact, a Stripe customer), or None.
+
+    Source: utm_source, else HubSpot's analytics source (lower-cased), else `default_source`;
+    campaign: utm_campaign. At: when the object was created, else its earliest such property.
+    """
+    present = {n: properties[n] for n in TOUCH_PROPERTIES if n in properties}
+    present = {name: version for name, version in present.items() if version.value}
+    if not present:
+        return None
+    utm_source, analytics = present.get("utm_source"), present.get("analytics_source")
+    source = (
+        (utm_source.value if utm_source else None)
+        or (analytics.value.lower() if analytics and analytics.value else None)
+        or default_source
+    )
+    campaign = present.get("utm_campaign")
+    created = present.get("created")
+    at = created.at if created else min(version.at for version in present.values())
+    return Touch(source, campaign.value if campaign else None, at)
+
+
+# --- the store -----------------------------------------------------------------------------
+
+
+def record_touch(conn: Connection, lead_id: str, key: str, touch: Touch, replace: bool) -> None:
+    """Store the touchpoint `key` of a lead. A touch described again is ignored, unless `replace`
+    (a touch derived from properties that changed)."""
+    statement = insert(conn, touchpoints).values(
+        key=key,
+        lead_id=lead_id,
+        source=fit(touch.source, touchpoints.c.source),
+        campaign=fit(touch.campaign, touchpoints.c.campaign),
+        occurred_at=touch.at,
+    )
+    if replace:
+        excluded = statement.excluded
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["key"],
+                set_={
+                    "lead_id": excluded.lead_id,
+                    "source": excluded.source,
+                    "campaign": excluded.campaign,
+                    "occurred_at": excluded.occurred_at,
+                },
+            )
+        )
+    else:
+        conn.execute(statement.on_conflict_do_nothing(index_elements=["key"]))
+
+
+def record_payment(
+    conn: Connection, lead_id: str | None, key: str, amount: int, currency: str, at: datetime
+) -> None:
+    """Count the payment `key` once: a payment described again is ignored."""
+    statement = insert(conn, conversions).values(
+        key=key,
+        lead_id=lead_id,
+        kind="payment",
+        amount=amount,
+        currency=currency,
+        occurred_at=at,
+        attributed_at=at,
+    )
+    conn.execute(statement.on_conflict_do_nothing(index_elements=["key"]))
+
+
+def record_refund(
+    conn: Connection,
+    lead_id: str | None,
+    key: str,
+    refunded: int,
+    currency: str,
+    at: datetime,
+    paid_at: datetime,
+) -> None:
+    """Subtract what has been refunded of the payment `key` (a running total: the largest seen
+    wins, so refunds described again or out of order subtract once)."""
+    statement = insert(conn, conversions).values(
+        key=f"{key}:refund",
+        lead_id=lead_id,
+        kind="refund",
+        amount=-refunded,
+        currency=currency,
+        occurred_at=at,
+        attributed_at=paid_at,
+    )
+    excluded = statement.excluded
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"amount": excluded.amount, "occurred_at": excluded.occurred_at},
+            where=excluded.amount < conversions.c.amount,
+        )
+    )
+
+
+def record_deal(
+    conn: Connection, key: str, terms: DealTerms | None, lead_id: str | None
+) -> set[str]:
+    """Make the deal `key` a conversion on `terms`, or none if `terms` is None. It is credited to
+    `lead_id`, else to the lead it was credited to (its contact was erased), else to no lead.
+    Returns the leads whose conversions this changed (the old and the new)."""
+    previous = conn.execute(
+        sa.select(conversions.c.lead_id).where(conversions.c.key == key)
+    ).scalar_one_or_none()
+    touched = {previous} if previous else set()
+    if terms is None:
+        conn.execute(conversions.delete().where(conversions.c.key == key))
+        return touched
+    lead_id = lead_id or previous
+    statement = insert(conn, conversions).values(
+        key=key,
+        lead_id=lead_id,
+        kind="deal",
+        amount=terms.amount,
+        currency=terms.currency,
+        occurred_at=terms.at,
+        attributed_at=terms.at,
+    )
+    excluded = statement.excluded
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["key"],
+            set_={
+                name: excluded[name]
+                for name in ("lead_id", "amount", "currency", "occurred_at", "attributed_at")
+            },
+        )
+    )
+    return touched | ({lead_id} if lead_id else set())
+
+
+def summaries(conn: Connection, lead_ids: Iterable[str]) -> dict[str, Summary]:
+    """The Summary of each lead."""
+    ids = sorted(set(lead_ids))
+    touches = _touches(conn, ids)
+    sales: dict[str, list[Sale]] = defaultdict(list)
+    for sale in _sales(conn, conversions.c.lead_id.in_(ids)):
+        sales[sale.lead_id or ""].append(sale)
+    return {lead_id: summarize(touches.get(lead_id, []), sales[lead_id]) for lead_id in ids}
+
+
+def report(engine: Engine, model: str, start: datetime | None, end: datetime | None) -> Report:
+    """Revenue and conversions of [start, end) by source and by campaign under `model`.
+
+    Raises ValueError for an unknown model.
+    """
+    if model not in MODELS:
+        raise ValueError(f"unknown attribution model {model!r}")
+    bounds: list[sa.ColumnElement[bool]] = [sa.true()]
+    if start is not None:
+        bounds.append(conversions.c.occurred_at >= start)
+    if end is not None:
+        bounds.append(conversions.c.occurred_at < end)
+    condition = sa.and_(*bounds)
+    with engine.connect() as conn:
+        sales = _sales(conn, condition)
+        touches = _touches(conn, sorted({s.lead_id for s in sales if s.lead_id}))
+    credits = credit(model, touches, sales)
+    return Report(model, start, end, by_source(credits), credits)
+
+
+def _touches(conn: Connection, lead_ids: Sequence[str]) -> dict[str, list[Touch]]:
+    found: dict[str, list[Touch]] = defaultdict(list)
+    if not lead_ids:
+        return found
+    rows = conn.execute(
+        sa.select(
+            touchpoints.c.lead_id,
+            touchpoints.c.source,
+            touchpoints.c.campaign,
+            touchpoints.c.occurred_at,
+        ).where(touchpoints.c.lead_id.in_(lead_ids))
+    )
+    for lead_id, source, campaign, at in rows:
+        found[lead_id].append(Touch(source, campaign, at))
+    return found
+
+
+def _sales(conn: Connection, condition: sa.ColumnElement[bool]) -> list[Sale]:
+    rows = conn.execute(
+        sa.select(
+            conversions.c.lead_id,
+            conversions.c.amount,
+            conversions.c.currency,
+            conversions.c.attributed_at,
+            conversions.c.kind,
+        )
+        .where(condition)
+        .order_by(conversions.c.key)
+    )
+    return [
+        Sale(lead_id, amount, currency, at, kind != "refund")
+        for lead_id, amount, currency, at, kind in rows
+    ]

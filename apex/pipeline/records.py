@@ -1,0 +1,125 @@
+"""The normalised records extract() makes of inbound events, whatever their source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+# The kinds of identifier that identify a person, in the order a lead lists them.
+IDENTITY_KINDS = ("email", "hubspot", "stripe", "github")
+
+# Objects that carry versioned properties without identifying a person.
+HUBSPOT_DEAL = "hubspot_deal"
+
+Property = tuple[str, str | None]
+"""A property a record states: (name, value); None means the source cleared or removed it."""
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A stored property: its value (None once cleared) and when the source set it."""
+
+    value: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, order=True)
+class Identity:
+    """An identifier of a source object: a person's when `kind` is one of IDENTITY_KINDS.
+
+    Values are normalised: emails trimmed and lower-cased, HubSpot ids "portal-<portal>:<id>",
+    Stripe customer ids and GitHub user ids as given.
+    """
+
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Contact:
+    """What a source says about a person at `at`: the identities it links (all one person) and
+    properties of `subject`, one of them. Per property, the newest `at` wins."""
+
+    subject: Identity
+    identities: tuple[Identity, ...]
+    at: datetime
+    properties: tuple[Property, ...] = ()
+
+
+@dataclass(frozen=True)
+class Touchpoint:
+    """A marketing touch: the person met us through `source` (and `campaign`) at `at`.
+
+    `key` identifies the touch, so the same touch described twice is recorded once.
+    """
+
+    key: str
+    identities: tuple[Identity, ...]
+    source: str
+    campaign: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Payment:
+    """Money received, in minor units. `key` names the payment (its intent, invoice or charge),
+    so however many events describe it, it counts once."""
+
+    key: str
+    identities: tuple[Identity, ...]
+    amount: int
+    currency: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Refund:
+    """The total refunded so far (minor units, positive) of the payment `key`, as of `at`.
+
+    `paid_at` is when the refunded payment was made: the refund is credited where it was.
+    """
+
+    key: str
+    identities: tuple[Identity, ...]
+    amount: int
+    currency: str
+    at: datetime
+    paid_at: datetime
+
+
+@dataclass(frozen=True)
+class Deal:
+    """Properties of a CRM deal at `at`: stage, amount, currency, deleted, and `contact:<id>`
+    ("1" while associated with that HubSpot contact, None once removed)."""
+
+    key: str
+    at: datetime
+    properties: tuple[Property, ...] = ()
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """The source deleted the person `subject` at `at`: erase their personal data."""
+
+    subject: Identity
+    at: datetime
+
+
+Record = Contact | Touchpoint | Payment | Refund | Deal | Erasure
+
+
+def normalise_email(value: object) -> str | None:
+    """The email trimmed and lower-cased, or None if `value` is not an email address."""
+    if not isinstance(value, str):
+        return None
+    email = value.strip().lower()
+    local, at, domain = email.partition("@")
+    if not at or not local or "." not in domain or " " in email or len(email) > 320:
+        return None
+    return email
+
+
+def currency_code(value: str | None) -> str | None:
+    """An ISO 4217 code, lower-cased as Stripe writes it, or None if `value` is not one."""
+    code = (value or "").strip().lower()
+    return code if len(code) == 3 and code.isascii() and code.isalpha() else None

@@ -1,0 +1,595 @@
+"""extract(): the records HubSpot, Stripe and GitHub events carry (payloads as in the reference)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from apex.pipeline.extract import extract
+from apex.pipeline.records import (
+    Contact,
+    Deal,
+    Erasure,
+    Identity,
+    Payment,
+    Record,
+    Refund,
+    Touchpoint,
+    normalise_email,
+)
+
+RECEIVED = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+PORTAL = 48120977
+JANE_HS = Identity("hubspot", "portal-48120977:90210554101")
+JANE_EMAIL = Identity("email", "jane.doe@acme.io")
+JANE_STRIPE = Identity("stripe", "cus_TAbcJaneDoe01")
+JANE_GH = Identity("github", "41234567")
+
+
+def ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+def unix(value: int) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+# --- HubSpot --------------------------------------------------------------------------------
+
+
+def hubspot(subscription: str, **fields: Any) -> dict[str, Any]:
+    event = {
+        "eventId": 1950336821,
+        "subscriptionId": 2841002,
+        "portalId": PORTAL,
+        "appId": 3310452,
+        "occurredAt": 1764165600123,
+        "subscriptionType": subscription,
+        "attemptNumber": 0,
+        "objectId": 90210554101,
+        "changeSource": "FORM",
+    }
+    event.update(fields)
+    return event
+
+
+AT = ms(1764165600123)
+
+HUBSPOT_CASES: list[tuple[str, dict[str, Any], list[Record]]] = [
+    (
+        "contact creation",
+        hubspot("contact.creation", changeFlag="CREATED"),
+        [Contact(JANE_HS, (JANE_HS,), AT, (("created", "hubspot"),))],
+    ),
+    (
+        "email arrives as a property change, normalised and linked",
+        hubspot("contact.propertyChange", propertyName="email", propertyValue=" Jane.Doe@ACME.io "),
+        [Contact(JANE_HS, (JANE_HS, JANE_EMAIL), AT, (("email", "jane.doe@acme.io"),))],
+    ),
+    (
+        "a cleared email clears the property and links nothing",
+        hubspot("contact.propertyChange", propertyName="email", propertyValue=""),
+        [Contact(JANE_HS, (JANE_HS,), AT, (("email", None),))],
+    ),
+    (
+        "first name",
+        hubspot("contact.propertyChange", propertyName="firstname", propertyValue="Jane"),
+        [Contact(JANE_HS, (JANE_HS,), AT, (("first_name", "Jane"),))],
+    ),
+    (
+        "analytics source",
+        hubspot(
+            "contact.propertyChange",
+            propertyName="hs_analytics_source",
+            propertyValue="PAID_SEARCH",
+        ),
+        [Contact(JANE_HS, (JANE_HS,), AT, (("analytics_source", "PAID_SEARCH"),))],
+    ),
+    (
+        "UTM campaign",
+        hubspot("contact.propertyChange", propertyName="utm_campaign", propertyValue="spring"),
+        [Contact(JANE_HS, (JANE_HS,), AT, (("utm_campaign", "spring"),))],
+    ),
+    (
+        "a property the pipeline does not use",
+        hubspot("contact.propertyChange", propertyName="phone", propertyValue="+49 30 1234"),
+        [],
+    ),
+    (
+        "generic object subscription for contacts",
+        hubspot(
+            "object.propertyChange",
+            objectTypeId="0-1",
+            propertyName="company",
+            propertyValue="Acme",
+        ),
+        [Contact(JANE_HS, (JANE_HS,), AT, (("company", "Acme"),))],
+    ),
+    (
+        "merge links the merged contacts to the primary",
+        hubspot(
+            "contact.merge",
+            primaryObjectId=90210554101,
+            mergedObjectIds=[90210559999],
+            newObjectId=90210554101,
+        ),
+        [
+            Contact(
+                JANE_HS,
+                (JANE_HS, Identity("hubspot", "portal-48120977:90210559999")),
+                AT,
+            )
+        ],
+    ),
+    ("deletion", hubspot("contact.deletion"), [Erasure(JANE_HS, AT)]),
+    ("privacy deletion", hubspot("contact.privacyDeletion"), [Erasure(JANE_HS, AT)]),
+    (
+        "deal creation",
+        hubspot("deal.creation", objectId=31887406213),
+        [Deal("portal-48120977:31887406213", AT)],
+    ),
+    (
+        "deal stage",
+        hubspot(
+            "deal.propertyChange",
+            objectId=31887406213,
+            propertyName="dealstage",
+            propertyValue="closedwon",
+        ),
+        [Deal("portal-48120977:31887406213", AT, (("stage", "closedwon"),))],
+    ),
+    (
+        "deal amount, kept as the string HubSpot sends",
+        hubspot(
+            "deal.propertyChange",
+            objectId=31887406213,
+            propertyName="amount",
+            propertyValue="12000",
+        ),
+        [Deal("portal-48120977:31887406213", AT, (("amount", "12000"),))],
+    ),
+    (
+        "deal deletion",
+        hubspot("deal.deletion", objectId=31887406213),
+        [Deal("portal-48120977:31887406213", AT, (("deleted", "1"),))],
+    ),
+    (
+        "deal to contact association: the contact and the link",
+        hubspot(
+            "deal.associationChange",
+            objectId=31887406213,
+            associationType="DEAL_TO_CONTACT",
+            fromObjectId=31887406213,
+            toObjectId=90210554101,
+            associationRemoved=False,
+        ),
+        [
+            Contact(JANE_HS, (JANE_HS,), AT),
+            Deal("portal-48120977:31887406213", AT, ((f"contact:{JANE_HS.value}", "1"),)),
+        ],
+    ),
+    (
+        "contact to deal association removed",
+        hubspot(
+            "contact.associationChange",
+            associationType="CONTACT_TO_DEAL",
+            fromObjectId=90210554101,
+            toObjectId=31887406213,
+            associationRemoved=True,
+        ),
+        [Deal("portal-48120977:31887406213", AT, ((f"contact:{JANE_HS.value}", None),))],
+    ),
+    (
+        "contact to company association is not ours",
+        hubspot(
+            "contact.associationChange",
+            associationType="CONTACT_TO_COMPANY",
+            fromObjectId=1,
+            toObjectId=2,
+        ),
+        [],
+    ),
+    ("company events are not ours", hubspot("company.creation"), []),
+]
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [case[1:] for case in HUBSPOT_CASES],
+    ids=[case[0] for case in HUBSPOT_CASES],
+)
+def test_extracts_hubspot_events(event: dict[str, Any], expected: list[Record]) -> None:
+    assert extract("hubspot", event["subscriptionType"], event, {}) == expected
+
+
+def test_a_hubspot_batch_gives_the_records_of_each_event_in_order() -> None:
+    batch = [
+        hubspot("contact.creation"),
+        hubspot("contact.propertyChange", propertyName="email", propertyValue="jane.doe@acme.io"),
+    ]
+    records = extract("hubspot", "contact.creation", batch, {})
+    assert [type(r) for r in records] == [Contact, Contact]
+    assert JANE_EMAIL in records[1].identities  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("missing", ["occurredAt", "objectId"])
+def test_rejects_a_hubspot_event_without_its_required_fields(missing: str) -> None:
+    event = hubspot("contact.creation")
+    del event[missing]
+    with pytest.raises(ValueError, match=missing):
+        extract("hubspot", "contact.creation", event, {})
+
+
+# --- Stripe ---------------------------------------------------------------------------------
+
+
+def stripe(event_type: str, obj: dict[str, Any], created: int = 1761730500) -> dict[str, Any]:
+    return {
+        "id": "evt_1",
+        "object": "event",
+        "created": created,
+        "type": event_type,
+        "data": {"object": obj},
+    }
+
+
+CUSTOMER = {
+    "id": "cus_TAbcJaneDoe01",
+    "object": "customer",
+    "email": "jane.doe@acme.io",
+    "metadata": {"utm_source": "google"},
+    "name": "Jane Doe",
+}
+CHECKOUT = {
+    "id": "cs_test_a1B2c3D4e5F6g7H8",
+    "object": "checkout.session",
+    "amount_total": 4900,
+    "created": 1761730400,
+    "currency": "usd",
+    "customer": "cus_TAbcJaneDoe01",
+    "customer_details": {"email": "jane.doe@acme.io", "name": "Jane Doe"},
+    "customer_email": None,
+    "metadata": {"campaign": "spring_launch"},
+    "mode": "payment",
+    "payment_intent": "pi_3SAbcPayInt0001",
+    "payment_status": "paid",
+}
+INTENT = {
+    "id": "pi_3SAbcPayInt0001",
+    "object": "payment_intent",
+    "amount": 4900,
+    "amount_received": 4900,
+    "currency": "usd",
+    "customer": "cus_TAbcJaneDoe01",
+    "receipt_email": None,
+    "status": "succeeded",
+}
+CHARGE = {
+    "id": "ch_3SAbcCharge0001",
+    "object": "charge",
+    "amount": 4900,
+    "amount_captured": 4900,
+    "amount_refunded": 0,
+    "billing_details": {"email": "jane.doe@acme.io", "name": "Jane Doe"},
+    "created": 1761730496,
+    "currency": "usd",
+    "customer": "cus_TAbcJaneDoe01",
+    "paid": True,
+    "payment_intent": "pi_3SAbcPayInt0001",
+    "receipt_email": "jane.doe@acme.io",
+    "status": "succeeded",
+}
+INVOICE = {
+    "id": "in_1SAbcInvoice0001",
+    "object": "invoice",
+    "amount_paid": 2900,
+    "currency": "usd",
+    "customer": "cus_TAbcJaneDoe01",
+    "customer_email": "jane.doe@acme.io",
+    "customer_name": "Jane Doe",
+    "status": "paid",
+}
+JANE_PAYER = (JANE_STRIPE, JANE_EMAIL)
+PAID_AT = unix(1761730500)
+JANE_CONTACT = Contact(
+    JANE_STRIPE, JANE_PAYER, PAID_AT, (("email", "jane.doe@acme.io"), ("name", "Jane Doe"))
+)
+ONE_PAYMENT = Payment("stripe:pi_3SAbcPayInt0001", JANE_PAYER, 4900, "usd", PAID_AT)
+
+
+def test_extracts_a_stripe_customer_with_its_utm_metadata() -> None:
+    assert extract("stripe", "customer.created", stripe("customer.created", CUSTOMER), {}) == [
+        Contact(
+            JANE_STRIPE,
+            JANE_PAYER,
+            PAID_AT,
+            (("email", "jane.doe@acme.io"), ("name", "Jane Doe"), ("utm_source", "google")),
+        )
+    ]
+
+
+def test_extracts_a_checkout_as_payer_payment_and_touchpoint() -> None:
+    records = extract("stripe", "checkout.session.completed", stripe("x", CHECKOUT), {})
+    assert records == [
+        JANE_CONTACT,
+        ONE_PAYMENT,
+        Touchpoint(
+            "stripe:checkout:cs_test_a1B2c3D4e5F6g7H8",
+            JANE_PAYER,
+            "stripe",
+            "spring_launch",
+            unix(1761730400),
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "obj"),
+    [
+        ("checkout.session.completed", CHECKOUT),
+        ("payment_intent.succeeded", INTENT),
+        ("charge.succeeded", CHARGE),
+    ],
+)
+def test_three_descriptions_of_one_payment_share_its_key(
+    event_type: str, obj: dict[str, Any]
+) -> None:
+    payments = [
+        r
+        for r in extract("stripe", event_type, stripe(event_type, obj), {})
+        if isinstance(r, Payment)
+    ]
+    assert [(p.key, p.amount, p.currency) for p in payments] == [
+        ("stripe:pi_3SAbcPayInt0001", 4900, "usd")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("obj", "key"),
+    [
+        (INVOICE, "stripe:in_1SAbcInvoice0001"),
+        ({**INVOICE, "payment_intent": "pi_old"}, "stripe:pi_old"),
+        (
+            {**INVOICE, "payments": {"data": [{"payment": {"payment_intent": "pi_new"}}]}},
+            "stripe:pi_new",
+        ),
+    ],
+    ids=["invoice without intent", "older API", "expanded payments"],
+)
+def test_an_invoice_is_keyed_on_its_payment_intent_when_it_names_one(
+    obj: dict[str, Any], key: str
+) -> None:
+    records = extract("stripe", "invoice.paid", stripe("invoice.paid", obj), {})
+    assert [(r.key, r.amount) for r in records if isinstance(r, Payment)] == [(key, 2900)]
+
+
+def test_a_refunded_charge_gives_its_payment_and_the_total_refunded() -> None:
+    refunded = {**CHARGE, "amount_refunded": 1500, "refunded": False}
+    records = extract("stripe", "charge.refunded", stripe("charge.refunded", refunded), {})
+    assert records[1:] == [
+        ONE_PAYMENT,
+        Refund("stripe:pi_3SAbcPayInt0001", JANE_PAYER, 1500, "usd", PAID_AT, unix(1761730496)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "obj"),
+    [
+        ("checkout.session.completed", {**CHECKOUT, "mode": "subscription"}),
+        ("checkout.session.completed", {**CHECKOUT, "payment_status": "unpaid"}),
+        ("charge.succeeded", {**CHARGE, "paid": False, "status": "pending"}),
+        ("invoice.paid", {**INVOICE, "amount_paid": 0}),
+        ("charge.succeeded", {**CHARGE, "currency": "US dollars"}),
+    ],
+    ids=[
+        "subscription checkout",
+        "unpaid checkout",
+        "unpaid charge",
+        "free invoice",
+        "no currency code",
+    ],
+)
+def test_counts_no_payment_where_none_was_made(event_type: str, obj: dict[str, Any]) -> None:
+    records = extract("stripe", event_type, stripe(event_type, obj), {})
+    assert not [r for r in records if isinstance(r, Payment)]
+
+
+def test_a_guest_payer_is_identified_by_email_alone() -> None:
+    guest = {**INTENT, "customer": None, "receipt_email": "Guest@Example.com"}
+    records = extract("stripe", "payment_intent.succeeded", stripe("x", guest), {})
+    guest_email = Identity("email", "guest@example.com")
+    assert records == [
+        Contact(guest_email, (guest_email,), PAID_AT, (("email", "guest@example.com"),)),
+        Payment("stripe:pi_3SAbcPayInt0001", (guest_email,), 4900, "usd", PAID_AT),
+    ]
+
+
+def test_an_expanded_customer_is_read_by_its_id() -> None:
+    expanded = {**INTENT, "customer": {"id": "cus_TAbcJaneDoe01", "object": "customer"}}
+    records = extract("stripe", "payment_intent.succeeded", stripe("x", expanded), {})
+    assert records[0].identities == (JANE_STRIPE,)  # type: ignore[union-attr]
+
+
+def test_ignores_stripe_events_it_has_no_use_for() -> None:
+    assert extract("stripe", "customer.deleted", stripe("customer.deleted", CUSTOMER), {}) == []
+
+
+def test_rejects_a_stripe_event_without_data_object() -> None:
+    with pytest.raises(ValueError, match=r"data\.object"):
+        extract("stripe", "charge.succeeded", {"id": "evt_1", "data": {}}, {})
+
+
+# --- GitHub ---------------------------------------------------------------------------------
+
+SENDER = {"login": "janedoe-dev", "id": 41234567, "type": "User", "site_admin": False}
+REPO = {"id": 812345001, "full_name": "acme-labs/widget"}
+STAR = {
+    "action": "created",
+    "starred_at": "2026-11-26T14:03:22Z",
+    "repository": REPO,
+    "sender": SENDER,
+}
+STARRED = datetime(2026, 11, 26, 14, 3, 22, tzinfo=UTC)
+JANE_GH_CONTACT = Contact(JANE_GH, (JANE_GH,), STARRED, (("login", "janedoe-dev"),))
+
+
+def test_a_star_gives_the_sender_and_a_github_touchpoint() -> None:
+    assert extract("github", "star", STAR, {}) == [
+        JANE_GH_CONTACT,
+        Touchpoint(
+            "github:star:812345001:41234567", (JANE_GH,), "github", "acme-labs/widget", STARRED
+        ),
+    ]
+
+
+def test_star_and_watch_of_one_starring_share_the_touchpoint_key() -> None:
+    watch = {"action": "started", "repository": REPO, "sender": SENDER}
+    records = extract("github", "watch", watch, {}, received_at=RECEIVED)
+    star_keys = [r.key for r in extract("github", "star", STAR, {}) if isinstance(r, Touchpoint)]
+    assert [r.key for r in records if isinstance(r, Touchpoint)] == star_keys
+    assert records[0].at == RECEIVED
+
+
+@pytest.mark.parametrize(
+    ("event_type", "payload", "touch_key"),
+    [
+        (
+            "fork",
+            {
+                "forkee": {"id": 912345777, "created_at": "2026-11-26T14:10:05Z"},
+                "repository": REPO,
+                "sender": SENDER,
+            },
+            "github:fork:912345777",
+        ),
+        (
+            "issues",
+            {
+                "action": "opened",
+                "issue": {"id": 3012345678, "created_at": "2026-11-26T15:00:00Z"},
+                "repository": REPO,
+                "sender": SENDER,
+            },
+            "github:issues:3012345678",
+        ),
+        (
+            "pull_request",
+            {
+                "action": "opened",
+                "number": 57,
+                "pull_request": {"id": 2212345678, "created_at": "2026-11-26T16:00:00Z"},
+                "repository": REPO,
+                "sender": SENDER,
+            },
+            "github:pull_request:2212345678",
+        ),
+        (
+            "issues",
+            {
+                "action": "closed",
+                "issue": {"id": 3012345678, "updated_at": "2026-11-27T09:00:00Z"},
+                "repository": REPO,
+                "sender": SENDER,
+            },
+            None,
+        ),
+    ],
+    ids=["fork", "issue opened", "pull request opened", "issue closed: the sender only"],
+)
+def test_github_activity_by_the_sender(
+    event_type: str, payload: dict[str, Any], touch_key: str | None
+) -> None:
+    records = extract("github", event_type, payload, {})
+    assert records[0] == Contact(JANE_GH, (JANE_GH,), records[0].at, (("login", "janedoe-dev"),))
+    assert [r.key for r in records if isinstance(r, Touchpoint)] == (
+        [touch_key] if touch_key else []
+    )
+
+
+@pytest.mark.parametrize(
+    ("email", "linked"),
+    [("Jane.Doe@acme.io", True), ("41234567+janedoe-dev@users.noreply.github.com", False)],
+)
+def test_a_sender_email_is_linked_unless_noreply(email: str, linked: bool) -> None:
+    star = {**STAR, "sender": {**SENDER, "email": email, "name": "Jane Doe"}}
+    person = extract("github", "star", star, {})[0]
+    assert isinstance(person, Contact)
+    assert (JANE_EMAIL in person.identities) is linked
+    assert ("name", "Jane Doe") in person.properties
+
+
+def test_push_gives_commit_author_emails_except_noreply() -> None:
+    push = {
+        "ref": "refs/heads/main",
+        "head_commit": {"timestamp": "2026-11-26T17:00:00+01:00"},
+        "commits": [
+            {
+                "author": {
+                    "name": "Jane Doe",
+                    "email": "jane.doe@acme.io",
+                    "username": "janedoe-dev",
+                },
+                "timestamp": "2026-11-26T17:00:00+01:00",
+            },
+            {"author": {"name": "Bot", "email": "noreply@github.com", "username": "web-flow"}},
+            {"author": {"name": "Ann", "email": "ann@example.org"}},
+            {"author": {"name": "Jane Doe", "email": "JANE.DOE@acme.io"}},
+        ],
+        "sender": SENDER,
+    }
+    records = extract("github", "push", push, {})
+    at = datetime(2026, 11, 26, 16, 0, tzinfo=UTC)
+    ann = Identity("email", "ann@example.org")
+    assert records == [
+        Contact(
+            JANE_EMAIL,
+            (JANE_EMAIL, JANE_GH),
+            at,
+            (("email", "jane.doe@acme.io"), ("name", "Jane Doe")),
+        ),
+        Contact(ann, (ann,), at, (("email", "ann@example.org"), ("name", "Ann"))),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "payload"),
+    [
+        ("ping", {"zen": "Design for failure.", "hook_id": 1, "sender": SENDER}),
+        ("star", {**STAR, "action": "deleted", "starred_at": None}),
+        ("star", {**STAR, "sender": {**SENDER, "type": "Bot"}}),
+        ("release", {"action": "published", "sender": SENDER}),
+    ],
+    ids=["ping", "unstar", "bot", "unused event"],
+)
+def test_ignores_github_events_that_say_nothing_about_a_person(
+    event_type: str, payload: dict[str, Any]
+) -> None:
+    assert extract("github", event_type, payload, {}, received_at=RECEIVED) == []
+
+
+def test_an_undated_github_event_needs_the_received_time() -> None:
+    watch = {"action": "started", "repository": REPO, "sender": SENDER}
+    with pytest.raises(ValueError, match="no time"):
+        extract("github", "watch", watch, {})
+
+
+def test_rejects_an_unknown_source() -> None:
+    with pytest.raises(ValueError, match="unknown inbound source"):
+        extract("gitlab", "push", {}, {})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (" Jane.Doe@ACME.io ", "jane.doe@acme.io"),
+        ("not-an-email", None),
+        ("a@localhost", None),
+        ("", None),
+        (None, None),
+        (42, None),
+    ],
+)
+def test_normalises_emails(value: object, expected: str | None) -> None:
+    assert normalise_email(value) == expected
