@@ -37,6 +37,13 @@ class Settings:
     connect_timeout: float = 5.0  # APEX_CONNECT_TIMEOUT, seconds
     request_timeout: float = 15.0  # APEX_REQUEST_TIMEOUT, seconds, total
     lease_seconds: int = 60  # APEX_LEASE_SECONDS, how long an in-flight delivery is held
+    inbound_retry_schedule: tuple[int, ...] = (
+        10,
+        60,
+        300,
+        1800,
+        7200,
+    )  # APEX_INBOUND_RETRY_SCHEDULE
     requeue_after: int = 60  # APEX_REQUEUE_AFTER, seconds a due job may sit before the sweeper
     sweep_interval: int = 60  # APEX_SWEEP_INTERVAL, seconds between sweeps
     max_inbound_body: int = 1024 * 1024  # APEX_MAX_INBOUND_BODY, bytes
@@ -167,6 +174,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         connect_timeout=get("APEX_CONNECT_TIMEOUT", _positive_float, 5.0),
         request_timeout=get("APEX_REQUEST_TIMEOUT", _positive_float, 15.0),
         lease_seconds=get("APEX_LEASE_SECONDS", _positive_int, 60),
+        inbound_retry_schedule=get(
+            "APEX_INBOUND_RETRY_SCHEDULE", _schedule, (10, 60, 300, 1800, 7200)
+        ),
         requeue_after=get("APEX_REQUEUE_AFTER", _positive_int, 60),
         sweep_interval=get("APEX_SWEEP_INTERVAL", _positive_int, 60),
         max_inbound_body=get("APEX_MAX_INBOUND_BODY", _positive_int, 1024 * 1024),

@@ -4,6 +4,7 @@ web + worker + scheduler under honcho. Ctrl-C (or SIGTERM) stops everything, Red
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +36,8 @@ def dev_environment() -> dict[str, str]:
     env.setdefault("PORT", "5000")
     env.setdefault("APEX_LOG_FORMAT", "text")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # Metrics of web, worker and scheduler processes add up through files in this folder.
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str((VAR / "prometheus").resolve()))
     return env
 
 
@@ -53,6 +56,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, forward)
     try:
+        shutil.rmtree(env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
         subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], env=env, check=True)
         honcho = subprocess.Popen(
             [sys.executable, "-m", "honcho", "start", "-f", "Procfile", "-p", env["PORT"],

@@ -9,40 +9,30 @@ from datetime import timedelta
 from redis import Redis
 from rq import Queue
 
-from apex import connectors
+from apex import connectors, metrics
 from apex.db import utcnow
 from apex.inbound import store
 from apex.pipeline.run import run
 from workers import context
 from workers.jobs import INBOUND, RESULT_TTL, enqueue_deliveries
+from workers.readylist import ReadyList
 
 log = logging.getLogger("apex.jobs")
 
 Summary = dict[str, int]
 
+READY_INBOUND = ReadyList("inbound", INBOUND, batch=20, help_backlog=200)
+
 # --- enqueueing -----------------------------------------------------------------------------
 
 
 def enqueue_inbound(redis: Redis, event_ids: Iterable[str]) -> int:
-    """Enqueue one process_inbound job per stored event id, in one round trip.
+    """Queue stored events for processing now (see workers.readylist). Returns how many.
 
-    Returns the job count. Raises redis' errors: the caller decides whether Redis being down
-    matters (the rows are stored, so sweep_inbound enqueues them later).
+    Raises redis' errors: the caller decides whether Redis being down matters (the rows are
+    stored, so sweep_inbound enqueues them later).
     """
-    ids = list(event_ids)
-    if not ids:
-        return 0
-    queue = Queue(INBOUND, connection=redis)
-    with redis.pipeline() as pipe:
-        queue.enqueue_many(
-            [
-                Queue.prepare_data(process_inbound, args=(event_id,), result_ttl=RESULT_TTL)
-                for event_id in ids
-            ],
-            pipeline=pipe,
-        )
-        pipe.execute()
-    return len(ids)
+    return READY_INBOUND.push(redis, event_ids, drain_inbound)
 
 
 def schedule_inbound(redis: Redis, event_id: str, delay: timedelta) -> None:
@@ -56,13 +46,31 @@ def schedule_inbound(redis: Redis, event_id: str, delay: timedelta) -> None:
 # --- jobs -----------------------------------------------------------------------------------
 
 
+def drain_inbound() -> int:
+    """Process the events on the ready list for a while; returns how many it processed."""
+    return READY_INBOUND.drain(context.current().redis, _process_each, drain_inbound)
+
+
+def _process_each(event_ids: list[str]) -> int:
+    processed = 0
+    for event_id in event_ids:
+        try:
+            processed += process_inbound(event_id) is not None
+        except Exception:
+            # process_inbound recorded the failure on the row and scheduled its retry (or, if it
+            # could not, the row stays due for sweep_inbound); carry on with the others.
+            log.exception("inbound %s: processing failed", event_id)
+    return processed
+
+
 def process_inbound(event_id: str) -> Summary | None:
     """Process one stored inbound event; returns what it extracted, or None when there was
     nothing to do (already processed, failed for good, held by another job, or unknown).
 
     On an exception the attempt is recorded on the row: a retry is scheduled per
-    store.RETRY_DELAYS, or, past the last, the event is `failed` for good. The exception is then
-    re-raised so RQ keeps it in its failed registry.
+    APEX_INBOUND_RETRY_SCHEDULE or, past the last, the event is `failed` for good (and
+    connector.error is published). The exception is then re-raised, so that a job of its own
+    lands in RQ's failed registry; drain_inbound() logs it and goes on with the next event.
     """
     ctx = context.current()
     lease = timedelta(seconds=ctx.settings.lease_seconds)
@@ -82,7 +90,9 @@ def process_inbound(event_id: str) -> Summary | None:
         )
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        delay = store.mark_failed(ctx.engine, event_id, utcnow(), error, store.RETRY_DELAYS)
+        delay = store.mark_failed(
+            ctx.engine, event_id, utcnow(), error, ctx.settings.inbound_retry_schedule
+        )
         if delay is None:
             log.warning(
                 "inbound %s: attempt %d failed (%s); failed for good",
@@ -136,6 +146,7 @@ def sweep_inbound() -> int:
     ctx = context.current()
     lost = store.lost(ctx.engine, utcnow(), timedelta(seconds=ctx.settings.requeue_after))
     enqueue_inbound(ctx.redis, lost)
+    metrics.record_recoveries("inbound", len(lost))
     if lost:
         log.info("sweep: re-enqueued %d inbound events", len(lost))
     return len(lost)

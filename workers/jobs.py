@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import cast
 
 from redis import Redis
-from rq import Queue
+from rq import Queue, get_current_job
+from rq.job import Job
 
+from apex import metrics
 from apex.db import utcnow
 from apex.delivery import store
 from apex.delivery.deliver import Result
 from workers import context
 from workers.dispatcher import Dispatcher
+from workers.readylist import ReadyList
 
 log = logging.getLogger("apex.jobs")
 
@@ -27,14 +28,10 @@ MAINTENANCE = "maintenance"
 QUEUES = (DELIVERIES, INBOUND, PIPELINE, MAINTENANCE)
 
 RESULT_TTL = 60
+RECOVER_BATCH = 500  # deliveries requeued per transaction by recover(), progress after each
 
-READY = "apex:deliveries:ready"  # ids to send now, in order
-DRAINING = "apex:deliveries:draining"  # set while a drain job is queued or running
-HELPING = "apex:deliveries:helping"  # set while a second drain job is being added
-DRAIN_FLAG_TTL = 30  # a drain job that died lets another start after this
-DRAIN_BATCH = 200  # ids claimed per transaction
-DRAIN_SLICE = 5.0  # seconds a drain job runs before yielding the worker to other queues
-HELP_BACKLOG = 2000  # a longer list than this asks another worker process to help
+# Deliveries to send now: claimed 200 per transaction by drain().
+READY_DELIVERIES = ReadyList("deliveries", DELIVERIES, batch=200, help_backlog=2000)
 
 _dispatcher: Dispatcher | None = None
 _dispatcher_lock = threading.Lock()
@@ -48,21 +45,8 @@ def _queue(redis: Redis, name: str) -> Queue:
 
 
 def enqueue_deliveries(redis: Redis, delivery_ids: Iterable[str]) -> int:
-    """Queue deliveries for sending now. Returns how many were queued.
-
-    Ids go on a Redis list that drain() jobs empty in batches, so RQ's per-job cost is paid per
-    batch rather than per delivery; a drain job is enqueued when none is running.
-    """
-    ids = list(delivery_ids)
-    if not ids:
-        return 0
-    with redis.pipeline(transaction=False) as pipe:
-        pipe.rpush(READY, *ids)
-        pipe.set(DRAINING, "1", nx=True, ex=DRAIN_FLAG_TTL)
-        _, start_drain = pipe.execute()
-    if start_drain:
-        _queue(redis, DELIVERIES).enqueue(drain, result_ttl=RESULT_TTL)
-    return len(ids)
+    """Queue deliveries for sending now (see workers.readylist). Returns how many."""
+    return READY_DELIVERIES.push(redis, delivery_ids, drain)
 
 
 def schedule_delivery(redis: Redis, delivery_id: str, delay: float) -> None:
@@ -128,26 +112,9 @@ def deliver(delivery_ids: list[str]) -> int:
 
 
 def drain() -> int:
-    """Send what is on the ready list, a batch at a time, for up to DRAIN_SLICE seconds; then
-    re-enqueue itself if more is waiting. Returns how many deliveries it started."""
-    redis = context.current().redis
-    pool = dispatcher()
-    started = 0
-    deadline = time.monotonic() + DRAIN_SLICE
-    while time.monotonic() < deadline:
-        redis.expire(DRAINING, DRAIN_FLAG_TTL)
-        batch = redis.lpop(READY, DRAIN_BATCH)
-        if not batch:
-            redis.delete(DRAINING)
-            # A publisher may have pushed after our pop and seen the flag still set.
-            if redis.llen(READY) and redis.set(DRAINING, "1", nx=True, ex=DRAIN_FLAG_TTL):
-                continue
-            return started
-        started += pool.submit([i.decode() for i in cast(list[bytes], batch)])
-        if redis.llen(READY) > HELP_BACKLOG and redis.set(HELPING, "1", nx=True, ex=5):
-            _queue(redis, DELIVERIES).enqueue(drain, result_ttl=RESULT_TTL)
-    _queue(redis, DELIVERIES).enqueue(drain, result_ttl=RESULT_TTL)
-    return started
+    """Start the deliveries on the ready list, a batch per transaction, for a while; returns
+    how many it started."""
+    return READY_DELIVERIES.drain(context.current().redis, dispatcher().submit, drain)
 
 
 def sweep() -> dict[str, int]:
@@ -156,6 +123,7 @@ def sweep() -> dict[str, int]:
     ctx = context.current()
     lost = store.lost(ctx.engine, utcnow(), timedelta(seconds=ctx.settings.requeue_after))
     enqueue_deliveries(ctx.redis, lost)
+    metrics.record_recoveries("deliveries", len(lost))
     if lost:
         log.info("sweep: re-enqueued %d deliveries", len(lost))
     return {"deliveries": len(lost)}
@@ -165,6 +133,19 @@ def recover(subscription_id: str, since: str) -> int:
     """Redeliver every failed or skipped delivery of a subscription created since `since`."""
     ctx = context.current()
     ids = store.recoverable(ctx.engine, subscription_id, datetime.fromisoformat(since))
-    requeued = store.requeue(ctx.engine, ids, utcnow())
-    enqueue_deliveries(ctx.redis, requeued)
-    return len(requeued)
+    job = get_current_job()
+    _progress(job, 0, len(ids))
+    requeued = 0
+    for start in range(0, len(ids), RECOVER_BATCH):
+        batch = store.requeue(ctx.engine, ids[start : start + RECOVER_BATCH], utcnow())
+        enqueue_deliveries(ctx.redis, batch)
+        requeued += len(batch)
+        _progress(job, min(start + RECOVER_BATCH, len(ids)), len(ids))
+    return requeued
+
+
+def _progress(job: Job | None, done: int, total: int) -> None:
+    """Record how far a long job got, for GET /api/jobs/<id> and the dashboard."""
+    if job is not None:
+        job.meta["progress"] = {"done": done, "total": total}
+        job.save_meta()

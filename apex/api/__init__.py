@@ -5,8 +5,20 @@ from __future__ import annotations
 from flask import Flask, request
 from flask_smorest import Api
 
-from apex.api import deliveries, docs, events, health, inbound, leads, webhooks
+from apex.api import (
+    deliveries,
+    docs,
+    events,
+    health,
+    inbound,
+    jobs,
+    leads,
+    metrics,
+    webhooks,
+)
+from apex.api.dashboard import init_dashboard
 from apex.api.errors import register_error_handlers
+from apex.api.requestlog import init_request_log
 from apex.errors import BadRequestError
 
 BLUEPRINTS = [
@@ -18,6 +30,7 @@ BLUEPRINTS = [
     leads.leads_blp,
     leads.attribution_blp,
     leads.goals_blp,
+    jobs.blp,
 ]
 
 
@@ -50,5 +63,8 @@ def init_api(app: Flask) -> None:
         api.register_blueprint(blueprint)
     app.register_blueprint(health.bp)
     app.register_blueprint(docs.bp)
+    app.register_blueprint(metrics.bp)
+    init_dashboard(app)
+    init_request_log(app)
     app.before_request(_require_json_body)
     register_error_handlers(app)  # after Api(), so ours replace flask-smorest's

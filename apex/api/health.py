@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,10 +14,16 @@ from apex.api.runtime import runtime
 
 bp = Blueprint("health", __name__)
 
+# Set when the process has been told to stop (gunicorn's SIGTERM, see config/gunicorn.py), so a
+# load balancer stops sending new work while in-flight requests finish.
+shutting_down = threading.Event()
+
 
 @bp.get("/health")
 def health() -> tuple[dict[str, Any], int]:
     rt = runtime()
+    if shutting_down.is_set():
+        return {"status": "shutting_down", "redis": "unchecked", "database": "unchecked"}, 503
     checks = {"redis": "ok", "database": "ok"}
     try:
         rt.redis.ping()

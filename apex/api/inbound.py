@@ -11,6 +11,7 @@ from flask_smorest import Blueprint
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
+from apex import metrics
 from apex.api.auth import require_api_key
 from apex.api.inbound_schemas import (
     InboundEventDetailSchema,
@@ -61,14 +62,18 @@ def receive_webhook(source: str) -> tuple[dict[str, Any], int]:
     The raw body is verified with the platform's own scheme, stored, and queued for processing
     before the answer; a delivery seen before answers 200 with `duplicate`.
     """
+    label = source if source in VERIFIERS else "unknown"
     try:
-        return _receive(source)
+        answer = _receive(source)
     except (ApexError, HTTPException) as exc:
         status = exc.status if isinstance(exc, ApexError) else exc.code
         code = exc.code if isinstance(exc, ApexError) else exc.name
         detail = exc.detail if isinstance(exc, ApexError) else exc.description
         log.info("inbound %s: refused %s %s (%s)", _loggable(source), status, code, detail)
+        metrics.record_inbound(label, exc.code if isinstance(exc, ApexError) else f"http_{status}")
         raise
+    metrics.record_inbound(label, "duplicate" if answer[1] == 200 else "accepted")
+    return answer
 
 
 def _receive(source: str) -> tuple[dict[str, Any], int]:

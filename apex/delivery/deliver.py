@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import requests
 from sqlalchemy.engine import Engine
 
-from apex import subscriptions
+from apex import metrics, subscriptions
 from apex.db import utcnow
 from apex.delivery import store
 from apex.delivery.attempt import Outcome, attempt
@@ -120,6 +120,10 @@ def record(ctx: DeliveryContext, done: list[Attempted]) -> list[Result]:
             r.status,
             a.outcome.status_code or a.outcome.error,
             a.outcome.duration_ms,
+        )
+        finished_at = a.at + timedelta(milliseconds=a.outcome.duration_ms)
+        metrics.record_delivery(
+            r.status, a.outcome.duration_ms / 1000, c.event_created_at, finished_at
         )
     return results
 

@@ -14,6 +14,7 @@ from apex.delivery.backoff import Decision
 from apex.errors import NotFoundError
 from apex.ids import new_id
 from apex.models import attempts, deliveries, events, subscriptions
+from apex.pagination import newest_first, split_page
 
 # RQ's scheduler keeps whole-second times, so a scheduled job can run up to a second early.
 EARLY = timedelta(seconds=1)
@@ -251,29 +252,14 @@ def page(
         sa.select(deliveries, events.c.type.label("event_type"))
         .join(events, events.c.id == deliveries.c.event_id)
         .where(deliveries.c.subscription_id == subscription_id)
-        .order_by(deliveries.c.created_at.desc(), deliveries.c.id.desc())
-        .limit(limit + 1)
     )
     if status:
         query = query.where(deliveries.c.status == status)
     with engine.connect() as conn:
-        if cursor:
-            anchor = conn.execute(
-                sa.select(deliveries.c.created_at, deliveries.c.id).where(deliveries.c.id == cursor)
-            ).first()
-            if anchor is None:
-                raise NotFoundError(f"Unknown cursor {cursor}")
-            query = query.where(
-                sa.or_(
-                    deliveries.c.created_at < anchor.created_at,
-                    sa.and_(
-                        deliveries.c.created_at == anchor.created_at, deliveries.c.id < anchor.id
-                    ),
-                )
-            )
-        rows = [dict(r._mapping) for r in conn.execute(query)]
-        more = len(rows) > limit
-        rows = rows[:limit]
+        query = newest_first(conn, query, deliveries.c.created_at, deliveries.c.id, limit, cursor)
+        rows, next_cursor = split_page(
+            [dict(r._mapping) for r in conn.execute(query)], limit, lambda r: r["id"]
+        )
         ids = [r["id"] for r in rows]
         tries = (
             conn.execute(
@@ -289,4 +275,4 @@ def page(
         by_delivery[t.delivery_id].append(dict(t._mapping))
     for r in rows:
         r["attempt_log"] = by_delivery[r["id"]]
-    return rows, (rows[-1]["id"] if more and rows else None)
+    return rows, next_cursor

@@ -15,12 +15,12 @@ from apex.errors import NotFoundError
 from apex.ids import new_id
 from apex.inbound.request import InboundEvent
 from apex.models import inbound_events
+from apex.pagination import newest_first, split_page
 
 STATUSES = ("queued", "processed", "failed")
 ID_PREFIX = "inb"
 
 # Seconds to wait after the 1st, 2nd, … failed attempt; a failure beyond the last is final.
-RETRY_DELAYS: tuple[int, ...] = (10, 60, 5 * 60, 30 * 60, 2 * 60 * 60)
 
 _MAX_ERROR = 1000  # the width of inbound_events.error
 
@@ -115,13 +115,12 @@ def receive(engine: Engine, events: Sequence[InboundEvent], now: datetime) -> Re
         insert = sqlite.insert(inbound_events)
     else:
         raise ValueError(f"receive() supports PostgreSQL and SQLite, not {engine.dialect.name}")
-    statement = (
-        insert.values(rows)
-        .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
-        .returning(inbound_events.c.id)
+    # One cached statement run over the rows (not a multi-row VALUES compiled per call).
+    statement = insert.on_conflict_do_nothing(index_elements=["source", "dedupe_key"]).returning(
+        inbound_events.c.id
     )
     with engine.begin() as conn:
-        created = set(conn.execute(statement).scalars())
+        created = set(conn.execute(statement, rows).scalars())
     new_ids = [row_id for row_id in ids if row_id in created]
     return Received(new_ids=new_ids, duplicate=not new_ids)
 
@@ -178,7 +177,7 @@ def mark_failed(
     event_id: str,
     now: datetime,
     error: str,
-    delays: Sequence[float] = RETRY_DELAYS,
+    delays: Sequence[float],
 ) -> timedelta | None:
     """Record a failed attempt and its `error` (truncated to fit).
 
@@ -268,37 +267,17 @@ def page(
 ) -> tuple[list[StoredEvent], str | None]:
     """Events newest first, optionally of one source and status; and the cursor of the next page
     (the last id shown, or None at the end). Raises NotFoundError for an unknown cursor."""
-    query = (
-        sa.select(*_columns())
-        .order_by(inbound_events.c.received_at.desc(), inbound_events.c.id.desc())
-        .limit(limit + 1)
-    )
+    query = sa.select(*_columns())
     if source:
         query = query.where(inbound_events.c.source == source)
     if status:
         query = query.where(inbound_events.c.status == status)
     with engine.connect() as conn:
-        if cursor:
-            anchor = conn.execute(
-                sa.select(inbound_events.c.received_at, inbound_events.c.id).where(
-                    inbound_events.c.id == cursor
-                )
-            ).one_or_none()
-            if anchor is None:
-                raise NotFoundError(f"Unknown cursor {cursor}")
-            query = query.where(
-                sa.or_(
-                    inbound_events.c.received_at < anchor.received_at,
-                    sa.and_(
-                        inbound_events.c.received_at == anchor.received_at,
-                        inbound_events.c.id < anchor.id,
-                    ),
-                )
-            )
+        query = newest_first(
+            conn, query, inbound_events.c.received_at, inbound_events.c.id, limit, cursor
+        )
         rows = [StoredEvent(*row) for row in conn.execute(query)]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (rows[-1].id if more and rows else None)
+    return split_page(rows, limit, lambda r: r.id)
 
 
 def _columns() -> list[sa.Column[Any]]:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from apex.errors import NotFoundError
 from apex.ids import new_id
+from apex.pagination import newest_first, split_page
 from apex.pipeline import attribution
 from apex.pipeline.records import IDENTITY_KINDS, Identity, Property, Versioned, normalise_email
 from apex.pipeline.tables import (
@@ -392,7 +393,7 @@ def page(
     """Leads newest first, optionally those with an email identity or a first-touch source;
     and the cursor of the next page (the last id shown, or None at the end). An email that is
     not an address matches nothing. Raises NotFoundError for an unknown cursor."""
-    query = sa.select(leads.c.id).order_by(leads.c.created_at.desc(), leads.c.id.desc())
+    query = sa.select(leads.c.id)
     if email is not None:
         owned = sa.select(lead_identities.c.lead_id).where(
             lead_identities.c.kind == "email",
@@ -402,23 +403,10 @@ def page(
     if source is not None:
         query = query.where(leads.c.source == source)
     with engine.connect() as conn:
-        if cursor:
-            anchor = conn.execute(
-                sa.select(leads.c.created_at, leads.c.id).where(leads.c.id == cursor)
-            ).one_or_none()
-            if anchor is None:
-                raise NotFoundError(f"Unknown cursor {cursor}")
-            query = query.where(
-                sa.or_(
-                    leads.c.created_at < anchor.created_at,
-                    sa.and_(leads.c.created_at == anchor.created_at, leads.c.id < anchor.id),
-                )
-            )
-        ids = list(conn.execute(query.limit(limit + 1)).scalars())
-        more = len(ids) > limit
-        ids = ids[:limit]
+        query = newest_first(conn, query, leads.c.created_at, leads.c.id, limit, cursor)
+        ids, next_cursor = split_page(list(conn.execute(query).scalars()), limit, str)
         loaded = load(conn, ids)
-    return [loaded[i] for i in ids if i in loaded], (ids[-1] if more and ids else None)
+    return [loaded[i] for i in ids if i in loaded], next_cursor
 
 
 def _identity_rows(conn: Connection, lead_ids: Sequence[str]) -> dict[str, tuple[Identity, ...]]:

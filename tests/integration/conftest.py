@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from redis import Redis
 
 from config import Settings
+from workers.inbound import READY_INBOUND
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,6 +48,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         APEX_RETRY_SCHEDULE=",".join(map(str, settings.retry_schedule)),
         APEX_LEASE_SECONDS=str(settings.lease_seconds),
         APEX_REQUEUE_AFTER=str(settings.requeue_after),
+        APEX_INBOUND_RETRY_SCHEDULE=",".join(map(str, settings.inbound_retry_schedule)),
         APEX_SWEEP_INTERVAL=str(settings.sweep_interval),
         APEX_REQUEST_TIMEOUT=str(settings.request_timeout),
         APEX_CONNECT_TIMEOUT=str(settings.connect_timeout),
@@ -63,6 +66,11 @@ def signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
         os.killpg(proc.pid, signum)
     except ProcessLookupError:
         pass
+
+
+def queued_inbound(redis: Redis) -> list[str]:
+    """Inbound event ids waiting on their ready list for a drain job."""
+    return [i.decode() for i in redis.lrange(READY_INBOUND.key, 0, -1)]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:

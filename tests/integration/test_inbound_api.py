@@ -3,21 +3,18 @@ requests signed as Stripe, GitHub and HubSpot sign them, on the real Redis and b
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import logging
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-import stripe
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
@@ -27,13 +24,23 @@ from werkzeug.test import TestResponse
 from apex.inbound import store
 from config import Settings
 from tests.factories import subscription_body
+from tests.integration.conftest import queued_inbound
+from tests.platforms import (
+    GITHUB_SECRET,
+    HUBSPOT_SECRET,
+    STRIPE_SECRET,
+    github_body,
+    github_headers,
+    hubspot_body,
+    hubspot_v1_headers,
+    hubspot_v3_headers,
+    stripe_body,
+    stripe_headers,
+)
+from tests.platforms import HUBSPOT_LOCAL_URL as LOCAL_URL
 
 pytestmark = pytest.mark.postgres
 
-STRIPE_SECRET = "whsec_inbound_test_secret"
-GITHUB_SECRET = "github-inbound-test-secret"
-HUBSPOT_SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"
-LOCAL_URL = "http://localhost/api/webhooks/hubspot"
 PUBLIC_URL = "https://apex.example.com/api/webhooks/hubspot"
 
 
@@ -45,99 +52,6 @@ def settings(settings: Settings) -> Settings:
         github_webhook_secrets=(GITHUB_SECRET,),
         hubspot_client_secrets=(HUBSPOT_SECRET,),
     )
-
-
-# --- signing, as each platform does it ------------------------------------------------------
-
-
-def stripe_body(event_id: str = "evt_1SAbcCustCreated01", **overrides: Any) -> bytes:
-    event: dict[str, Any] = {
-        "id": event_id,
-        "object": "event",
-        "api_version": "2026-10-28.endive",
-        "created": int(time.time()),
-        "type": "customer.created",
-        "data": {"object": {"id": "cus_T1", "object": "customer", "email": "jane@acme.io"}},
-        "livemode": False,
-    }
-    event.update(overrides)
-    return json.dumps(event).encode()
-
-
-def stripe_headers(
-    body: bytes, secret: str = STRIPE_SECRET, timestamp: int | None = None
-) -> dict[str, str]:
-    header = stripe.WebhookSignature.generate_signature_header(
-        body.decode(), secret, timestamp=int(time.time()) if timestamp is None else timestamp
-    )
-    return {"Content-Type": "application/json", "Stripe-Signature": header}
-
-
-def github_body(action: str = "opened") -> bytes:
-    return json.dumps(
-        {"action": action, "sender": {"login": "octocat", "id": 1}, "repository": {"id": 7}}
-    ).encode()
-
-
-def github_headers(
-    body: bytes,
-    secret: str = GITHUB_SECRET,
-    event: str = "issues",
-    delivery: str | None = None,
-    content_type: str = "application/json",
-) -> dict[str, str]:
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return {
-        "Content-Type": content_type,
-        "X-Hub-Signature-256": f"sha256={digest}",
-        "X-GitHub-Event": event,
-        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-        "X-GitHub-Hook-ID": "4242",
-    }
-
-
-def hubspot_body(*event_ids: int) -> bytes:
-    return json.dumps(
-        [
-            {
-                "eventId": event_id,
-                "subscriptionId": 2841001,
-                "portalId": 48120977,
-                "appId": 3310452,
-                "occurredAt": 1764165600123,
-                "subscriptionType": "contact.creation",
-                "attemptNumber": 0,
-                "objectId": 90210554101 + event_id,
-                "changeFlag": "CREATED",
-                "changeSource": "FORM",
-            }
-            for event_id in event_ids or (4082117301,)
-        ]
-    ).encode()
-
-
-def hubspot_v3_headers(
-    body: bytes,
-    url: str = LOCAL_URL,
-    secret: str = HUBSPOT_SECRET,
-    timestamp_ms: int | None = None,
-) -> dict[str, str]:
-    timestamp = str(int(time.time() * 1000) if timestamp_ms is None else timestamp_ms)
-    message = f"POST{url}".encode() + body + timestamp.encode()
-    signature = base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest())
-    return {
-        "Content-Type": "application/json",
-        "X-HubSpot-Signature-v3": signature.decode(),
-        "X-HubSpot-Request-Timestamp": timestamp,
-    }
-
-
-def hubspot_v1_headers(body: bytes, secret: str = HUBSPOT_SECRET) -> dict[str, str]:
-    return {
-        "Content-Type": "application/json",
-        "X-HubSpot-Signature": hashlib.sha256(secret.encode() + body).hexdigest(),
-        "X-HubSpot-Signature-Version": "v1",
-    }
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -153,7 +67,7 @@ def stored(app: Flask) -> list[store.StoredEvent]:
 
 
 def queued_jobs(redis_conn: Redis) -> int:
-    return Queue("inbound", connection=redis_conn).count
+    return len(queued_inbound(redis_conn))
 
 
 def assert_refused(
@@ -187,9 +101,9 @@ def test_stripe_event_is_accepted_stored_and_queued(
         "queued",
     )
     assert row.payload == json.loads(body)
+    assert queued_inbound(redis_conn) == [row.id]
     [job] = Queue("inbound", connection=redis_conn).get_jobs()
-    assert job.func_name == "workers.inbound.process_inbound"
-    assert job.args == (row.id,)
+    assert job.func_name == "workers.inbound.drain_inbound"
 
 
 @pytest.mark.parametrize(
@@ -636,8 +550,7 @@ def test_replay_queues_the_event_again(
 
     assert response.status_code == 202
     assert response.json == {"id": event_id, "status": "queued"}
-    jobs = Queue("inbound", connection=redis_conn).get_jobs()
-    assert [job.args for job in jobs] == [(event_id,), (event_id,)]
+    assert queued_inbound(redis_conn) == [event_id, event_id]
 
 
 def test_replay_of_an_unknown_event_is_404(client: FlaskClient, auth: dict[str, str]) -> None:

@@ -16,11 +16,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 from rq import Queue, SimpleWorker
-from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+from rq.registry import ScheduledJobRegistry
 
 from apex.db import utcnow
 from apex.inbound import store
 from config import Settings
+from tests.integration.conftest import queued_inbound
 from workers import context
 from workers import inbound as inbound_jobs
 from workers.context import WorkerContext
@@ -41,9 +42,15 @@ def worker_context(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.setattr(context, "_current", None)  # restored afterwards
     ctx = context.configure(settings)
     yield ctx
-    ctx.delivery.session.close()
-    ctx.redis.close()
-    ctx.engine.dispose()
+    for built in {id(ctx): ctx, id(context.current()): context.current()}.values():
+        built.delivery.session.close()  # with_retries() may have built a second one
+        built.redis.close()
+        built.engine.dispose()
+
+
+def with_retries(ctx: WorkerContext, delays: tuple[int, ...]) -> None:
+    """Reconfigure this process's worker context with another inbound retry schedule."""
+    context.configure(replace(ctx.settings, inbound_retry_schedule=delays))
 
 
 # A new Stripe customer: one record, one new lead.
@@ -124,7 +131,7 @@ def test_worker_processes_a_received_event_and_records_its_summary(
     assert close_to(stored.processed_at, utcnow())
     job.refresh()
     assert job.get_status() == "finished"
-    assert job.return_value() == stored.result
+    assert job.return_value() == 1  # the drain job processed one event
 
 
 def test_running_the_job_again_is_a_no_op(
@@ -170,9 +177,9 @@ def test_a_failure_is_recorded_and_retried_with_backoff(
     assert stored.status == "queued"
     assert stored.attempts == 1
     assert stored.error == "RuntimeError: enrichment service unreachable"
-    assert close_to(stored.next_attempt_at, utcnow() + timedelta(seconds=store.RETRY_DELAYS[0]))
+    first_retry = worker_context.settings.inbound_retry_schedule[0]
+    assert close_to(stored.next_attempt_at, utcnow() + timedelta(seconds=first_retry))
     queue = Queue("inbound", connection=redis_conn)
-    assert FailedJobRegistry(queue=queue).count == 1  # RQ recorded the exception
     assert ScheduledJobRegistry(queue=queue).count == 1  # the retry, in 10 s
 
 
@@ -185,7 +192,7 @@ def test_a_failure_past_the_last_retry_ends_failed_and_visible(
     outage: Outage,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(store, "RETRY_DELAYS", (0,))  # one immediate retry, then give up
+    with_retries(worker_context, (0,))  # one immediate retry, then give up
     event_id = receive(client, stripe_event())
 
     work(redis_conn)  # attempt 1 fails; the retry is scheduled now
@@ -213,7 +220,7 @@ def test_replay_reprocesses_a_failed_event(
     outage: Outage,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(store, "RETRY_DELAYS", ())
+    with_retries(worker_context, ())
     event_id = receive(client, stripe_event())
     work(redis_conn)
     assert row(app, event_id).status == "failed"
@@ -267,7 +274,7 @@ def test_sweep_enqueues_an_event_stored_while_redis_was_down(
         clock.setattr(inbound_jobs, "utcnow", lambda: later)
         assert inbound_jobs.sweep_inbound() == 1
         assert inbound_jobs.sweep_inbound() == 0  # marked enqueued
-    assert [job.args for job in queue.get_jobs()] == [(event_id,)]
+    assert queued_inbound(redis_conn) == [event_id]
 
     work(redis_conn)
 

@@ -11,8 +11,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.engine import Engine
 
-import apex.api
-from apex.api.leads import attribution_blp, goals_blp, leads_blp
 from apex.pipeline import identity
 from apex.pipeline import run as pipeline
 
@@ -34,13 +32,6 @@ LEAD_FIELDS = {
     "createdAt",
     "updatedAt",
 }
-
-
-@pytest.fixture(autouse=True)
-def _pipeline_routes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Serve the pipeline's routes even before apex.api.BLUEPRINTS lists them."""
-    missing = [b for b in (leads_blp, attribution_blp, goals_blp) if b not in apex.api.BLUEPRINTS]
-    monkeypatch.setattr(apex.api, "BLUEPRINTS", [*apex.api.BLUEPRINTS, *missing])
 
 
 @pytest.fixture

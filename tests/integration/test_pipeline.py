@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -30,13 +29,21 @@ from apex.pipeline.tables import (
     touchpoints,
 )
 from apex.secretbox import SecretBox, generate_key
+from tests.platforms import (
+    JANE,
+    PORTAL,
+    charge,
+    checkout,
+    hubspot,
+    hubspot_property,
+    intent_succeeded,
+    star,
+    stripe,
+)
 
 pytestmark = pytest.mark.postgres
 
 RECEIVED = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-PORTAL = 48120977
-JANE = "jane.doe@acme.io"
-_ids = itertools.count(1000)
 
 
 @pytest.fixture
@@ -44,96 +51,6 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     yield engine
     engine.dispose()
-
-
-# --- payloads, as the inbound receivers store them -------------------------------------------
-
-
-def hubspot(subscription: str, object_id: int, at_ms: int, **fields: Any) -> dict[str, Any]:
-    return {
-        "eventId": next(_ids),
-        "subscriptionId": 2841002,
-        "portalId": PORTAL,
-        "appId": 3310452,
-        "occurredAt": at_ms,
-        "subscriptionType": subscription,
-        "attemptNumber": 0,
-        "objectId": object_id,
-        **fields,
-    }
-
-
-def hubspot_property(object_id: int, at_ms: int, name: str, value: str) -> dict[str, Any]:
-    return hubspot(
-        "contact.propertyChange", object_id, at_ms, propertyName=name, propertyValue=value
-    )
-
-
-def stripe(event_type: str, obj: dict[str, Any], created: int = 1764252000) -> dict[str, Any]:
-    return {
-        "id": f"evt_{next(_ids)}",
-        "object": "event",
-        "created": created,
-        "type": event_type,
-        "data": {"object": obj},
-    }
-
-
-def checkout(email: str = JANE, intent: str = "pi_1", amount: int = 4900) -> dict[str, Any]:
-    return {
-        "id": f"cs_{intent}",
-        "object": "checkout.session",
-        "amount_total": amount,
-        "created": 1764251900,
-        "currency": "usd",
-        "customer": "cus_jane",
-        "customer_details": {"email": email, "name": "Jane Doe"},
-        "metadata": {},
-        "mode": "payment",
-        "payment_intent": intent,
-        "payment_status": "paid",
-    }
-
-
-def charge(intent: str = "pi_1", amount: int = 4900, refunded: int = 0) -> dict[str, Any]:
-    return {
-        "id": f"ch_{intent}",
-        "object": "charge",
-        "amount": amount,
-        "amount_captured": amount,
-        "amount_refunded": refunded,
-        "billing_details": {"email": JANE, "name": "Jane Doe"},
-        "created": 1764251990,
-        "currency": "usd",
-        "customer": "cus_jane",
-        "paid": True,
-        "payment_intent": intent,
-        "status": "succeeded",
-    }
-
-
-def intent_succeeded(intent: str = "pi_1", amount: int = 4900) -> dict[str, Any]:
-    return {
-        "id": intent,
-        "object": "payment_intent",
-        "amount": amount,
-        "amount_received": amount,
-        "currency": "usd",
-        "customer": "cus_jane",
-        "status": "succeeded",
-    }
-
-
-def star(user_id: int = 41234567, email: str | None = JANE) -> dict[str, Any]:
-    sender: dict[str, Any] = {"login": f"user{user_id}", "id": user_id, "type": "User"}
-    if email:
-        sender["email"] = email
-    return {
-        "action": "created",
-        "starred_at": "2025-11-28T10:00:00Z",
-        "repository": {"id": 812345001, "full_name": "acme-labs/widget"},
-        "sender": sender,
-    }
 
 
 def process(

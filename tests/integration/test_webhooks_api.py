@@ -200,3 +200,22 @@ def test_health_reports_redis_and_database(client: FlaskClient) -> None:
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json == {"status": "ok", "redis": "ok", "database": "ok"}
+
+
+def test_health_is_503_while_shutting_down(client: FlaskClient) -> None:
+    from apex.api.health import shutting_down
+
+    shutting_down.set()
+    try:
+        response = client.get("/health")
+    finally:
+        shutting_down.clear()
+    assert response.status_code == 503
+    assert response.json["status"] == "shutting_down"
+
+
+def test_every_response_carries_a_request_id(client: FlaskClient, auth: dict[str, str]) -> None:
+    given = client.get("/api/webhooks", headers={**auth, "X-Request-ID": "abc-123"})
+    assert given.headers["X-Request-ID"] == "abc-123"
+    fresh = client.get("/api/webhooks", headers={**auth, "X-Request-ID": "bad id;x"})
+    assert fresh.headers["X-Request-ID"].startswith("req_")
