@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint bench migrate apikey clean
+.PHONY: help run test lint bench migrate apikey apikeys apikey-revoke clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,14 @@ bench: $(STAMP) ## benchmarks: print numbers and ratios against a baseline from 
 migrate: $(STAMP) ## apply database migrations (DATABASE_URL, default the SQLite file in var/)
 	$(BIN)/alembic upgrade head
 
-apikey: $(STAMP) ## create an API key for the local database: make apikey NAME=me
-	@$(BIN)/python -m launcher.apikey $(or $(NAME),local)
+apikey: $(STAMP) ## create an API key (printed once): make apikey NAME=me
+	@$(BIN)/python -m launcher.apikey create $(or $(NAME),local)
+
+apikeys: $(STAMP) ## list the API keys of the local database
+	@$(BIN)/python -m launcher.apikey list
+
+apikey-revoke: $(STAMP) ## revoke one: make apikey-revoke ID=key_…
+	@$(BIN)/python -m launcher.apikey revoke $(ID)
 
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) var

@@ -13,11 +13,19 @@ from apex.api.cli import init_cli
 from apex.api.runtime import Runtime
 from apex.db import make_engine
 from apex.secretbox import SecretBox
-from config import Settings, load_settings
+from config import Settings, SettingsError, load_settings
+from config.logging import configure_logging
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    settings = settings or load_settings()
+    """The web app. Without `settings`, reads the environment and sets up logging; a missing or
+    malformed setting stops the process with one line naming it."""
+    if settings is None:
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            raise SystemExit(f"web: {exc}") from None
+        configure_logging(settings)
     app = Flask("apex")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_inbound_body
     app.extensions["apex"] = Runtime(

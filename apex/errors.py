@@ -55,6 +55,12 @@ class SourceNotConfiguredError(ApexError):
     status, code = 503, "source_not_configured"
 
 
+class DestinationUnresolvedError(ApexError):
+    """A delivery URL's host name does not resolve (DNS), as opposed to being refused."""
+
+    status, code = 422, "destination_unresolved"
+
+
 class DestinationRefusedError(ApexError):
     """A delivery URL resolves to an address we never connect to (SSRF guard)."""
 

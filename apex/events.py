@@ -30,6 +30,7 @@ class Published:
     deliveries: int
     pending: list[str]
     created: bool
+    differs: bool = False  # the id was published before with another type or data
 
 
 def body_of(event_id: str, event_type: str, created_at: datetime, data: Any) -> bytes:
@@ -74,7 +75,7 @@ def publish(
             )
             rows = _plan_deliveries(conn, event_id, event_type, now, only_subscription)
     except IntegrityError:
-        return _existing(engine, event_id)
+        return _existing(engine, event_id, event_type, data)
     pending = [r["id"] for r in rows if r["status"] == "pending"]
     return Published(event_id, event_type, now, len(rows), pending, True)
 
@@ -109,10 +110,11 @@ def _plan_deliveries(
     return rows
 
 
-def _existing(engine: Engine, event_id: str) -> Published:
+def _existing(engine: Engine, event_id: str, event_type: str, data: Any) -> Published:
     with engine.connect() as conn:
         event = conn.execute(sa.select(events).where(events.c.id == event_id)).one()
         count = conn.execute(
             sa.select(sa.func.count()).where(deliveries.c.event_id == event_id)
         ).scalar_one()
-    return Published(event.id, event.type, event.created_at, count, [], False)
+    differs = event.type != event_type or event.data != data
+    return Published(event.id, event.type, event.created_at, count, [], False, differs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 from apex.catalog import WILDCARD, is_known
 from apex.db import utcnow
 from apex.delivery.signing import generate_secret
+from apex.delivery.ssrf import refusal_reason
 from apex.errors import NotFoundError
 from apex.ids import new_id
 from apex.models import deliveries, subscriptions
@@ -48,8 +50,11 @@ class SigningSecrets:
         return [self.current] + ([self.previous] if self.previous else [])
 
 
-def url_problem(url: str, allow_http: bool) -> str | None:
-    """Why `url` is not an acceptable destination, or None if it is."""
+def url_problem(url: str, allow_http: bool, allow_private: bool = False) -> str | None:
+    """Why `url` is not an acceptable destination, or None if it is.
+
+    A host written as a private address (or `localhost`) is refused here already; a name that
+    resolves to one is refused at delivery time, when it is resolved."""
     if len(url) > MAX_URL_LENGTH:
         return f"must be at most {MAX_URL_LENGTH} characters, got {len(url)}"
     try:
@@ -66,6 +71,23 @@ def url_problem(url: str, allow_http: bool) -> str | None:
         return "must not contain credentials (user:password@)"
     if parts.fragment:
         return "must not contain a #fragment"
+    if not allow_private:
+        return _private_host_problem(parts.hostname)
+    return None
+
+
+def _private_host_problem(host: str) -> str | None:
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"must not point at this machine ({host}); set APEX_ALLOW_PRIVATE_DESTINATIONS=1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    reason = refusal_reason(address)
+    if reason:
+        return (
+            f"must not point at a {reason} address ({host}); set APEX_ALLOW_PRIVATE_DESTINATIONS=1"
+        )
     return None
 
 

@@ -10,6 +10,7 @@ from typing import Any
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 graceful_timeout = 25  # inside Heroku's 30 s
+control_socket_disable = True  # gunicorn's default socket path is shared machine-wide
 accesslog = None  # apex.api.requestlog writes one line per request, with its id
 
 

@@ -36,6 +36,8 @@ def dev_environment() -> dict[str, str]:
     env.setdefault("PORT", "5000")
     env.setdefault("APEX_LOG_FORMAT", "text")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # Development serves this machine only; the Procfile's 0.0.0.0 is for a platform's router.
+    env.setdefault("GUNICORN_CMD_ARGS", f"--bind 127.0.0.1:{env['PORT']}")
     # Metrics of web, worker and scheduler processes add up through files in this folder.
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", str((VAR / "prometheus").resolve()))
     return env

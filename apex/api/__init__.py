@@ -17,7 +17,7 @@ from apex.api import (
     webhooks,
 )
 from apex.api.dashboard import init_dashboard
-from apex.api.errors import register_error_handlers
+from apex.api.errors import ErrorSchema, register_error_handlers
 from apex.api.requestlog import init_request_log
 from apex.errors import BadRequestError
 
@@ -32,6 +32,12 @@ BLUEPRINTS = [
     leads.goals_blp,
     jobs.blp,
 ]
+
+
+class ApexApi(Api):
+    """flask-smorest's Api, documenting errors in the shape apex.api.errors renders."""
+
+    ERROR_SCHEMA = ErrorSchema
 
 
 def _require_json_body() -> None:
@@ -54,17 +60,18 @@ def init_api(app: Flask) -> None:
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
     )
-    api = Api(app, spec_kwargs={"components": {"securitySchemes": {}}})
+    init_request_log(app)  # first, so every response (even a 401 from /rq) has its id
+    api = ApexApi(app)
     api.spec.components.security_scheme(
         "apiKey", {"type": "apiKey", "in": "header", "name": "x-api-key"}
     )
-    api.spec.options["security"] = [{"apiKey": []}]
+    api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    api.spec.options["security"] = [{"apiKey": []}, {"bearer": []}]
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     app.register_blueprint(health.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(metrics.bp)
     init_dashboard(app)
-    init_request_log(app)
     app.before_request(_require_json_body)
     register_error_handlers(app)  # after Api(), so ours replace flask-smorest's

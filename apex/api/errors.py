@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
 from apex.errors import ApexError, FieldError
@@ -25,6 +26,19 @@ _HTTP_CODES = {
     422: "validation_failed",
     429: "rate_limited",
 }
+
+
+class FieldErrorSchema(Schema):
+    field = fields.String()
+    message = fields.String()
+
+
+class ErrorSchema(Schema):
+    """Every error response: a stable snake_case code, a human detail, field errors on 422."""
+
+    code = fields.String(metadata={"example": "not_found"})
+    detail = fields.String(metadata={"example": "No webhook wh_2x9"})
+    errors = fields.List(fields.Nested(FieldErrorSchema))
 
 
 def _render(
@@ -69,6 +83,8 @@ def handle_http_exception(exc: HTTPException) -> Response:
         errors = _field_errors(data["messages"])
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "validation failed"
         response = _render(422, "validation_failed", detail, errors)
+    elif status == 400 and "messages" in data:  # webargs could not parse the body
+        response = _render(400, "bad_request", "Malformed JSON body: it does not parse as JSON")
     else:
         code = _HTTP_CODES.get(status, "http_error")
         response = _render(status, code, exc.description or exc.name)

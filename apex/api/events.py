@@ -11,6 +11,7 @@ from apex.api.enqueue import enqueue_deliveries
 from apex.api.event_schemas import EventTypeSchema, PublishedSchema, PublishSchema
 from apex.api.runtime import runtime
 from apex.catalog import CATALOG
+from apex.errors import ConflictError
 from apex.events import publish
 
 blp = Blueprint("events", __name__, url_prefix="/api", description="Events")
@@ -23,6 +24,10 @@ blp.before_request(require_api_key)
 def publish_event(body: dict[str, Any]) -> dict[str, Any]:
     """Publish an event to every subscription that wants it. `id` makes it idempotent."""
     published = publish(runtime().engine, body["type"], body["data"], body.get("id"))
+    if published.differs:
+        raise ConflictError(
+            f"Event id {published.id} was already published with a different type or data"
+        )
     enqueue_deliveries(published.pending)
     return {
         "id": published.id,

@@ -11,7 +11,10 @@ from apex.delivery.signing import parse_secret
 
 
 def _check_url(value: str) -> None:
-    problem = subscriptions.url_problem(value, current_app.extensions["apex"].settings.allow_http)
+    settings = current_app.extensions["apex"].settings
+    problem = subscriptions.url_problem(
+        value, settings.allow_http, settings.allow_private_destinations
+    )
     if problem:
         raise ValidationError(problem)
 

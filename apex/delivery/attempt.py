@@ -13,10 +13,10 @@ from urllib3.util import Timeout
 
 from apex.delivery.backoff import parse_retry_after
 from apex.delivery.ssrf import post
-from apex.errors import DestinationRefusedError
+from apex.errors import DestinationRefusedError, DestinationUnresolvedError
 
 MAX_RESPONSE_BYTES = 1024
-USER_AGENT = "Apex-Webhooks/1.0 (+https://github.com/apex/webhooks)"
+USER_AGENT = "Apex-Webhooks/1.0"
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ def attempt(
     try:
         timeout = Timeout(connect=connect_timeout, read=total_timeout, total=total_timeout)
         response = post(session, url, body, all_headers, timeout)
-    except DestinationRefusedError as exc:
-        return Outcome(None, f"destination_refused: {exc.detail}"[:500], None, _ms(started), None)
+    except (DestinationRefusedError, DestinationUnresolvedError) as exc:
+        return Outcome(None, f"{exc.code}: {exc.detail}"[:500], None, _ms(started), None)
     except requests.Timeout:
         return Outcome(None, "timeout", None, _ms(started), None)
     except requests.ConnectionError as exc:

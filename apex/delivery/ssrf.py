@@ -16,7 +16,7 @@ from urllib3 import HTTPConnectionPool
 from urllib3.util import Timeout
 from urllib3.util.connection import allowed_gai_family
 
-from apex.errors import DestinationRefusedError
+from apex.errors import DestinationRefusedError, DestinationUnresolvedError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Lookup = Callable[[str, int], Iterable[str]]
@@ -143,12 +143,12 @@ def resolve_public(
         try:
             answers = list(lookup(host, port))
         except (OSError, UnicodeError) as error:
-            raise DestinationRefusedError(
-                f"destination {host} does not resolve ({error}), refused"
+            raise DestinationUnresolvedError(
+                f"destination {host} does not resolve ({error})"
             ) from None
     addresses = list(dict.fromkeys(ipaddress.ip_address(a) for a in answers))
     if not addresses:
-        raise DestinationRefusedError(f"destination {host} resolves to no address, refused")
+        raise DestinationUnresolvedError(f"destination {host} resolves to no address")
     if not allow_private:
         for address in addresses:
             reason = refusal_reason(address)

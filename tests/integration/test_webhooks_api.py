@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.factories import subscription_body
@@ -91,8 +93,6 @@ def test_wildcard_subscribes_to_all(client: FlaskClient, auth: dict[str, str]) -
 
 
 def test_http_url_refused_unless_allowed(client: FlaskClient, auth: dict[str, str], app) -> None:  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
     app.extensions["apex"] = replace(
         app.extensions["apex"], settings=replace(app.extensions["apex"].settings, allow_http=False)
     )
@@ -219,3 +219,44 @@ def test_every_response_carries_a_request_id(client: FlaskClient, auth: dict[str
     assert given.headers["X-Request-ID"] == "abc-123"
     fresh = client.get("/api/webhooks", headers={**auth, "X-Request-ID": "bad id;x"})
     assert fresh.headers["X-Request-ID"].startswith("req_")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://127.0.0.1/h", "https://localhost/h", "https://10.0.0.7/h", "https://[::1]/h",
+     "https://169.254.169.254/latest"],
+)  # fmt: skip
+def test_private_address_urls_are_refused_at_creation(
+    client: FlaskClient, auth: dict[str, str], app: Flask, url: str
+) -> None:
+    rt = app.extensions["apex"]
+    settings = replace(rt.settings, allow_private_destinations=False)
+    app.extensions["apex"] = replace(rt, settings=settings)
+    response = client.post("/api/webhooks", json=subscription_body(url=url), headers=auth)
+    assert response.status_code == 422
+    assert "APEX_ALLOW_PRIVATE_DESTINATIONS" in response.json["errors"][0]["message"]
+
+
+def test_publishing_an_id_again_with_other_data_is_a_conflict(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    first = {"type": "goal.reached", "data": {"n": 1}, "id": "evt_same"}
+    assert client.post("/api/events", json=first, headers=auth).status_code == 202
+    assert client.post("/api/events", json=first, headers=auth).json["duplicate"] is True
+    other = client.post("/api/events", json={**first, "data": {"n": 2}}, headers=auth)
+    assert other.status_code == 409
+    assert other.json["code"] == "conflict"
+
+
+def test_malformed_json_says_so(client: FlaskClient, auth: dict[str, str]) -> None:
+    response = client.post(
+        "/api/webhooks", data="{not json", content_type="application/json", headers=auth
+    )
+    assert "Malformed JSON" in response.json["detail"]
+
+
+def test_openapi_documents_our_error_shape(client: FlaskClient) -> None:
+    spec = client.get("/api/openapi.json").json
+    error = spec["components"]["schemas"]["Error"]["properties"]
+    assert error["code"]["type"] == "string" and "detail" in error and "errors" in error
+    assert set(spec["components"]["securitySchemes"]) == {"apiKey", "bearer"}

@@ -34,7 +34,7 @@ from apex.delivery.ssrf import (
     refusal_reason,
     resolve_public,
 )
-from apex.errors import DestinationRefusedError
+from apex.errors import DestinationRefusedError, DestinationUnresolvedError
 
 TIMEOUT = Timeout(connect=5, total=15)
 BODY = b'{"id":"evt_1","type":"lead.created"}'
@@ -200,12 +200,12 @@ def test_returns_public_answers_in_order_without_duplicates() -> None:
 
 
 @pytest.mark.parametrize("allow_private", [False, True])
-def test_unresolvable_host_is_refused(allow_private: bool) -> None:
+def test_unresolvable_host_is_reported_as_unresolved(allow_private: bool) -> None:
     lookup = FakeResolver({"empty.test": []})
 
-    with pytest.raises(DestinationRefusedError, match="nowhere.test does not resolve"):
+    with pytest.raises(DestinationUnresolvedError, match="nowhere.test does not resolve"):
         resolve_public("nowhere.test", 443, allow_private, lookup=lookup)
-    with pytest.raises(DestinationRefusedError, match="empty.test resolves to no address"):
+    with pytest.raises(DestinationUnresolvedError, match="empty.test resolves to no address"):
         resolve_public("empty.test", 443, allow_private, lookup=lookup)
 
 
