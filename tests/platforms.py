@@ -190,16 +190,24 @@ def charge(intent: str = "pi_1", amount: int = 4900, refunded: int = 0) -> dict[
     }
 
 
-def intent_succeeded(intent: str = "pi_1", amount: int = 4900) -> dict[str, Any]:
-    return {
+def intent_succeeded(
+    intent: str = "pi_1",
+    amount: int = 4900,
+    customer: str | None = "cus_jane",
+    receipt_email: str | None = None,
+) -> dict[str, Any]:
+    """A succeeded payment intent; without a `customer`, only `receipt_email` names the payer."""
+    fields = {
         "id": intent,
         "object": "payment_intent",
         "amount": amount,
         "amount_received": amount,
         "currency": "usd",
-        "customer": "cus_jane",
+        "customer": customer,
+        "receipt_email": receipt_email,
         "status": "succeeded",
     }
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 # --- GitHub: activity by `sender` -----------------------------------------------------------
@@ -212,14 +220,20 @@ def github_body(action: str = "opened") -> bytes:
     )
 
 
-def star(user_id: int = 41234567, email: str | None = JANE) -> dict[str, Any]:
-    """A star event by user `user_id` (login `user<id>`), their email in the payload if given."""
+def star(
+    user_id: int = 41234567,
+    email: str | None = JANE,
+    starred_at: str = "2025-11-28T10:00:00Z",
+    repository: str = "acme-labs/widget",
+) -> dict[str, Any]:
+    """A star event by user `user_id` (login `user<id>`), their email in the payload if given, on
+    the repository named `repository` (its full name: the touch's campaign)."""
     sender: dict[str, Any] = {"login": f"user{user_id}", "id": user_id, "type": "User"}
     if email:
         sender["email"] = email
     return {
         "action": "created",
-        "starred_at": "2025-11-28T10:00:00Z",
-        "repository": {"id": 812345001, "full_name": "acme-labs/widget"},
+        "starred_at": starred_at,
+        "repository": {"id": 812345001, "full_name": repository},
         "sender": sender,
     }

@@ -99,11 +99,27 @@ def send(client: FlaskClient, source: str, payload: Any, github_event: str = "st
     assert response.status_code == 202, response.json
 
 
+def star_while_github_is_down(
+    client: FlaskClient,
+    auth: dict[str, str],
+    httpserver: HTTPServer,
+    processes: Callable[..., Any],
+) -> tuple[FakeGitHub, Receiver, str]:
+    """GitHub's users API down, a subscriber to every event, the workers started, then Jane's
+    star sent: its enrichment fails. Returns the fake API, the subscriber and its secret."""
+    github = FakeGitHub(httpserver, jane_on_github(), down=True)
+    subscriber = Receiver(httpserver, "/hook")
+    sub = subscribe(client, auth, subscriber.url, ["*"])
+    processes()
+    send(client, "github", star(STARGAZER, email=None))
+    return github, subscriber, str(sub["secret"])
+
+
 # --- what the API and the subscriber tell ---------------------------------------------------
 
 
-def inbound(client: FlaskClient, auth: dict[str, str]) -> list[dict[str, Any]]:
-    response = client.get("/api/inbound?limit=250", headers=auth)
+def inbound(client: FlaskClient, auth: dict[str, str], **query: str) -> list[dict[str, Any]]:
+    response = client.get("/api/inbound", query_string={"limit": 250, **query}, headers=auth)
     assert response.status_code == 200
     return list(response.json["data"])
 
@@ -149,6 +165,12 @@ def received(receiver: Receiver, secret: str) -> list[dict[str, Any]]:
 
 def of_type(events: list[dict[str, Any]], event_type: str) -> list[dict[str, Any]]:
     return [event for event in events if event["type"] == event_type]
+
+
+def received_once(receiver: Receiver, secret: str, event_type: str) -> list[dict[str, Any]]:
+    """Every event the subscriber received, verified, once one of `event_type` is among them."""
+    wait_for(lambda: of_type(received(receiver, secret), event_type))
+    return received(receiver, secret)
 
 
 def synced_batches(events: list[dict[str, Any]]) -> Counter[str]:
@@ -235,12 +257,7 @@ def test_enrichment_api_down_then_back_delays_the_event_and_loses_nothing(
     httpserver: HTTPServer,
     processes: Callable[..., Any],
 ) -> None:
-    github = FakeGitHub(httpserver, jane_on_github(), down=True)
-    subscriber = Receiver(httpserver, "/hook")
-    sub = subscribe(client, auth, subscriber.url, ["*"])
-    processes()
-
-    send(client, "github", star(STARGAZER, email=None))
+    github, subscriber, secret = star_while_github_is_down(client, auth, httpserver, processes)
 
     [waiting] = wait_for(
         lambda: [row for row in inbound(client, auth) if row["attempts"] and row["error"]]
@@ -260,8 +277,48 @@ def test_enrichment_api_down_then_back_delays_the_event_and_loses_nothing(
     [lead] = leads_by_email(client, auth, JANE)
     assert sorted(i["kind"] for i in lead["identities"]) == ["email", "github"]
     assert len(github.authorizations) == failing_calls + 1
-    wait_for(lambda: of_type(received(subscriber, sub["secret"]), "lead.created"))
-    events = received(subscriber, sub["secret"])
+    events = received_once(subscriber, secret, "lead.created")
     assert [e["data"]["id"] for e in of_type(events, "lead.created")] == [lead["id"]]
     assert of_type(events, "connector.error") == []
     httpserver.check_assertions()
+
+
+class TestAnInboundEventThatFailsForGood:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return replace(settings, inbound_retry_schedule=(1,))  # one quick retry, then failed
+
+    def test_ends_failed_fires_connector_error_and_replay_processes_it(
+        self,
+        client: FlaskClient,
+        auth: dict[str, str],
+        httpserver: HTTPServer,
+        processes: Callable[..., Any],
+    ) -> None:
+        github, subscriber, secret = star_while_github_is_down(client, auth, httpserver, processes)
+
+        [failed] = wait_for(lambda: inbound(client, auth, status="failed"), timeout=30)
+        assert failed["source"] == "github"
+        assert (failed["attempts"], failed["nextAttemptAt"]) == (2, None)  # the retry, then no more
+        assert "EnrichmentUnavailableError" in failed["error"] and "HTTP 500" in failed["error"]
+        [error] = of_type(received_once(subscriber, secret, "connector.error"), "connector.error")
+        assert error["data"] == {
+            "connector": "github",
+            "inboundEventId": failed["id"],
+            "reason": failed["error"],
+        }
+        assert client.get("/api/leads", headers=auth).json["data"] == []
+
+        github.down = False
+        replayed = client.post(f"/api/inbound/{failed['id']}/replay", headers=auth)
+        assert replayed.status_code == 202
+        assert replayed.json == {"id": failed["id"], "status": "queued"}
+        wait_for(lambda: all_processed(client, auth, 1))
+
+        [row] = inbound(client, auth)
+        assert (row["id"], row["attempts"], row["error"]) == (failed["id"], 1, None)
+        [lead] = leads_by_email(client, auth, JANE)
+        events = received_once(subscriber, secret, "lead.created")
+        assert [e["data"]["id"] for e in of_type(events, "lead.created")] == [lead["id"]]
+        assert len(of_type(events, "connector.error")) == 1  # the replay's success adds none
+        httpserver.check_assertions()

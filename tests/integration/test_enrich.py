@@ -3,7 +3,6 @@ Stripe and GitHub APIs. An API that fails delays the event; it never loses it.""
 
 from __future__ import annotations
 
-import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -29,20 +28,21 @@ from apex.pipeline.enrich import (
 )
 from apex.pipeline.tables import leads, pipeline_runs
 from config import Settings
+from tests.platforms import JANE, hubspot, hubspot_property, intent_succeeded, star, stripe
 
 pytestmark = pytest.mark.postgres
 
 RECEIVED = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-PORTAL = 48120977
-JANE = "jane.doe@acme.io"
-_ids = itertools.count(7000)
+AT_MS = 1764165600000  # when the HubSpot events occurred
+STARGAZER = 41234567  # Jane's GitHub user id; her login is user41234567
 
 HUBSPOT_CONTACT = {
     "id": "101",
     "properties": {"email": "Jane.Doe@acme.io", "firstname": "Jane", "lastname": "Doe"},
 }
 STRIPE_CUSTOMER = {"id": "cus_jane", "object": "customer", "email": JANE, "name": "Jane Doe"}
-GITHUB_USER = {"login": "octojane", "id": 41234567, "name": "Jane Doe", "email": JANE}
+GITHUB_USER = {"login": f"user{STARGAZER}", "id": STARGAZER, "name": "Jane Doe", "email": JANE}
+GITHUB_USER_PATH = f"/users/user{STARGAZER}"
 
 
 @pytest.fixture
@@ -68,55 +68,6 @@ def enricher(settings: Settings, httpserver: HTTPServer) -> Iterator[Enricher]:
     assert built is not None
     yield built
     built.close()
-
-
-# --- payloads, as the inbound receivers store them -------------------------------------------
-
-
-def hubspot(subscription: str, object_id: int, **fields: Any) -> dict[str, Any]:
-    return {
-        "eventId": next(_ids),
-        "subscriptionId": 2841002,
-        "portalId": PORTAL,
-        "appId": 3310452,
-        "occurredAt": 1764165600000,
-        "subscriptionType": subscription,
-        "attemptNumber": 0,
-        "objectId": object_id,
-        **fields,
-    }
-
-
-def hubspot_email(object_id: int, email: str) -> dict[str, Any]:
-    return hubspot("contact.propertyChange", object_id, propertyName="email", propertyValue=email)
-
-
-def stripe_intent(customer: str = "cus_jane") -> dict[str, Any]:
-    intent = {
-        "id": "pi_1",
-        "object": "payment_intent",
-        "amount": 4900,
-        "amount_received": 4900,
-        "currency": "usd",
-        "customer": customer,
-        "status": "succeeded",
-    }
-    return {
-        "id": f"evt_{next(_ids)}",
-        "object": "event",
-        "created": 1764252000,
-        "type": "payment_intent.succeeded",
-        "data": {"object": intent},
-    }
-
-
-def star() -> dict[str, Any]:
-    return {
-        "action": "created",
-        "starred_at": "2025-11-28T10:00:00Z",
-        "repository": {"id": 812345001, "full_name": "acme-labs/widget"},
-        "sender": {"login": "octojane", "id": 41234567, "type": "User"},
-    }
 
 
 def process(
@@ -164,7 +115,7 @@ def test_a_hubspot_contact_known_by_id_only_becomes_a_lead_with_email_and_name(
     engine: Engine, enricher: Enricher, httpserver: HTTPServer
 ) -> None:
     httpserver.expect_request("/crm/v3/objects/contacts/101").respond_with_json(HUBSPOT_CONTACT)
-    result = process(engine, "hubspot", hubspot("contact.creation", 101), enricher)
+    result = process(engine, "hubspot", hubspot("contact.creation", 101, AT_MS), enricher)
     [lead] = all_leads(engine)
     assert (lead.email, lead.name) == (JANE, "Jane Doe")
     assert [i.kind for i in lead.identities] == ["email", "hubspot"]
@@ -174,9 +125,10 @@ def test_a_hubspot_contact_known_by_id_only_becomes_a_lead_with_email_and_name(
 def test_a_github_star_stitches_to_an_existing_lead_by_the_senders_public_email(
     engine: Engine, enricher: Enricher, httpserver: HTTPServer
 ) -> None:
-    process(engine, "hubspot", hubspot_email(101, JANE), None)  # jane, known to HubSpot
-    httpserver.expect_request("/users/octojane").respond_with_json(GITHUB_USER)
-    process(engine, "github", star(), enricher)
+    jane = hubspot_property(101, AT_MS, "email", JANE)
+    process(engine, "hubspot", jane, None)  # jane, known to HubSpot
+    httpserver.expect_request(GITHUB_USER_PATH).respond_with_json(GITHUB_USER)
+    process(engine, "github", star(STARGAZER, email=None), enricher)
     [lead] = all_leads(engine)
     assert [i.kind for i in lead.identities] == ["email", "hubspot", "github"]
     assert (lead.email, lead.name) == (JANE, "Jane Doe")
@@ -186,9 +138,9 @@ def test_a_github_star_stitches_to_an_existing_lead_by_the_senders_public_email(
 def test_a_stripe_payment_with_only_a_customer_id_is_credited_to_the_customers_lead(
     engine: Engine, enricher: Enricher, httpserver: HTTPServer
 ) -> None:
-    process(engine, "hubspot", hubspot_email(101, JANE), None)
+    process(engine, "hubspot", hubspot_property(101, AT_MS, "email", JANE), None)
     httpserver.expect_request("/v1/customers/cus_jane").respond_with_json(STRIPE_CUSTOMER)
-    process(engine, "stripe", stripe_intent(), enricher)
+    process(engine, "stripe", stripe("payment_intent.succeeded", intent_succeeded()), enricher)
     [lead] = all_leads(engine)
     assert [i.kind for i in lead.identities] == ["email", "hubspot", "stripe"]
     assert (lead.summary.revenue, lead.summary.currency, lead.summary.conversions) == (
@@ -205,7 +157,7 @@ def test_an_api_failing_twice_then_answering_processes_the_event(
     httpserver.expect_oneshot_request(path).respond_with_data("boom", status=500)
     httpserver.expect_oneshot_request(path).respond_with_data("boom", status=500)
     httpserver.expect_request(path).respond_with_json(HUBSPOT_CONTACT)
-    process(engine, "hubspot", hubspot("contact.creation", 101), enricher)
+    process(engine, "hubspot", hubspot("contact.creation", 101, AT_MS), enricher)
     [lead] = all_leads(engine)
     assert lead.email == JANE
     assert len([r for r, _ in httpserver.log if r.path == path]) == 3
@@ -214,8 +166,8 @@ def test_an_api_failing_twice_then_answering_processes_the_event(
 def test_enrichment_api_down_then_back_delays_the_event_without_losing_it(
     engine: Engine, enricher: Enricher, httpserver: HTTPServer
 ) -> None:
-    api = FlakyApi(httpserver, "/users/octojane", GITHUB_USER)
-    payload = star()
+    api = FlakyApi(httpserver, GITHUB_USER_PATH, GITHUB_USER)
+    payload = star(STARGAZER, email=None)
 
     with pytest.raises(EnrichmentUnavailableError):
         process(engine, "github", payload, enricher)

@@ -3,15 +3,12 @@ received through the HTTP surface, on both databases."""
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-import stripe
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
@@ -22,13 +19,12 @@ from apex.db import utcnow
 from apex.inbound import store
 from config import Settings
 from tests.integration.conftest import queued_inbound
+from tests.platforms import STRIPE_SECRET, stripe_body, stripe_headers
 from workers import context
 from workers import inbound as inbound_jobs
 from workers.context import WorkerContext
 
 pytestmark = pytest.mark.postgres
-
-STRIPE_SECRET = "whsec_worker_test_secret"
 
 
 @pytest.fixture
@@ -57,25 +53,9 @@ def with_retries(ctx: WorkerContext, delays: tuple[int, ...]) -> None:
 PROCESSED = {"records": 1, "leadsCreated": 1, "leadsUpdated": 0}
 
 
-def stripe_event(event_id: str = "evt_worker_1", event_type: str = "customer.created") -> bytes:
-    return json.dumps(
-        {
-            "id": event_id,
-            "object": "event",
-            "created": int(time.time()),
-            "type": event_type,
-            "data": {"object": {"id": "cus_W1", "object": "customer", "email": "ana@acme.io"}},
-        }
-    ).encode()
-
-
 def receive(client: FlaskClient, body: bytes) -> str:
-    header = stripe.WebhookSignature.generate_signature_header(body.decode(), STRIPE_SECRET)
-    response = client.post(
-        "/api/webhooks/stripe",
-        data=body,
-        headers={"Content-Type": "application/json", "Stripe-Signature": header},
-    )
+    """Post a Stripe event as Stripe signs it; returns the stored event's id."""
+    response = client.post("/api/webhooks/stripe", data=body, headers=stripe_headers(body))
     assert response.status_code == 202, response.json
     return str(response.json["id"])
 
@@ -119,7 +99,7 @@ def outage(monkeypatch: pytest.MonkeyPatch) -> Outage:
 def test_worker_processes_a_received_event_and_records_its_summary(
     client: FlaskClient, app: Flask, redis_conn: Redis, worker_context: WorkerContext
 ) -> None:
-    event_id = receive(client, stripe_event())
+    event_id = receive(client, stripe_body())
     [job] = Queue("inbound", connection=redis_conn).get_jobs()
 
     work(redis_conn)
@@ -137,7 +117,7 @@ def test_worker_processes_a_received_event_and_records_its_summary(
 def test_running_the_job_again_is_a_no_op(
     client: FlaskClient, app: Flask, redis_conn: Redis, worker_context: WorkerContext
 ) -> None:
-    event_id = receive(client, stripe_event())
+    event_id = receive(client, stripe_body())
     work(redis_conn)
     before = row(app, event_id)
 
@@ -151,7 +131,7 @@ def test_running_the_job_again_is_a_no_op(
 def test_an_event_held_by_another_job_is_left_alone(
     client: FlaskClient, app: Flask, worker_context: WorkerContext
 ) -> None:
-    event_id = receive(client, stripe_event())
+    event_id = receive(client, stripe_body())
     lease = timedelta(seconds=worker_context.settings.lease_seconds)
     assert store.claim(worker_context.engine, event_id, utcnow(), lease)
 
@@ -169,7 +149,7 @@ def test_a_failure_is_recorded_and_retried_with_backoff(
     worker_context: WorkerContext,
     outage: Outage,
 ) -> None:
-    event_id = receive(client, stripe_event())
+    event_id = receive(client, stripe_body())
 
     work(redis_conn)
 
@@ -193,7 +173,7 @@ def test_a_failure_past_the_last_retry_ends_failed_and_visible(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with_retries(worker_context, (0,))  # one immediate retry, then give up
-    event_id = receive(client, stripe_event())
+    event_id = receive(client, stripe_body())
 
     work(redis_conn)  # attempt 1 fails; the retry is scheduled now
     assert row(app, event_id).status == "queued"
@@ -221,7 +201,7 @@ def test_replay_reprocesses_a_failed_event(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with_retries(worker_context, ())
-    event_id = receive(client, stripe_event())
+    event_id = receive(client, stripe_body())
     work(redis_conn)
     assert row(app, event_id).status == "failed"
 
@@ -242,7 +222,7 @@ def test_replay_reprocesses_a_processed_event(
     redis_conn: Redis,
     worker_context: WorkerContext,
 ) -> None:
-    event_id = receive(client, stripe_event())
+    event_id = receive(client, stripe_body())
     work(redis_conn)
     first = row(app, event_id).processed_at
     assert first is not None
@@ -264,7 +244,7 @@ def test_sweep_enqueues_an_event_stored_while_redis_was_down(
 ) -> None:
     rt = app.extensions["apex"]
     app.extensions["apex"] = replace(rt, redis=Redis(port=1, socket_connect_timeout=0.2))
-    event_id = receive(app.test_client(), stripe_event())
+    event_id = receive(app.test_client(), stripe_body())
     queue = Queue("inbound", connection=redis_conn)
     assert queue.count == 0
 
@@ -288,11 +268,11 @@ def test_sweep_leaves_processed_and_waiting_events_alone(
     worker_context: WorkerContext,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    processed = receive(client, stripe_event("evt_done"))
+    processed = receive(client, stripe_body("evt_done"))
     work(redis_conn)
     with monkeypatch.context() as patched:
         patched.setattr(inbound_jobs, "run", Outage())
-        waiting = receive(client, stripe_event("evt_waiting"))
+        waiting = receive(client, stripe_body("evt_waiting"))
         work(redis_conn)  # fails; its retry is 10 s away
     assert row(app, processed).status == "processed"
     assert row(app, waiting).status == "queued"

@@ -13,6 +13,8 @@ from sqlalchemy.engine import Engine
 
 from apex.pipeline import identity
 from apex.pipeline import run as pipeline
+from tests.platforms import intent_succeeded, stripe
+from tests.platforms import star as star_event
 
 pytestmark = pytest.mark.postgres
 
@@ -41,35 +43,17 @@ def engine(app: Flask) -> Engine:
 
 
 def star(engine: Engine, user_id: int, email: str | None = None, campaign: str = "a/w") -> None:
-    sender: dict[str, Any] = {"login": f"u{user_id}", "id": user_id, "type": "User"}
-    if email:
-        sender["email"] = email
-    payload = {
-        "action": "created",
-        "starred_at": f"2026-01-{user_id:02d}T10:00:00Z",
-        "repository": {"id": 1, "full_name": campaign},
-        "sender": sender,
-    }
+    """GitHub user `user_id` stars `campaign` on January `user_id`, 2026."""
+    payload = star_event(
+        user_id, email, starred_at=f"2026-01-{user_id:02d}T10:00:00Z", repository=campaign
+    )
     pipeline.run(engine, "github", "star", payload, {}, RECEIVED)
 
 
 def pay(engine: Engine, email: str, amount: int, intent: str, created: int = 1767520800) -> None:
-    payload = {
-        "id": f"evt_{intent}",
-        "type": "payment_intent.succeeded",
-        "created": created,
-        "data": {
-            "object": {
-                "id": intent,
-                "object": "payment_intent",
-                "amount": amount,
-                "amount_received": amount,
-                "currency": "usd",
-                "receipt_email": email,
-                "status": "succeeded",
-            }
-        },
-    }
+    """A payment by `email`, with no Stripe customer: the receipt email names the payer."""
+    paid = intent_succeeded(intent, amount, customer=None, receipt_email=email)
+    payload = stripe("payment_intent.succeeded", paid, created, id=f"evt_{intent}")
     pipeline.run(engine, "stripe", "payment_intent.succeeded", payload, {}, RECEIVED)
 
 
