@@ -102,13 +102,13 @@ def send(ctx: DeliveryContext, ready: Ready) -> Attempted:
 
 def record(ctx: DeliveryContext, done: list[Attempted]) -> list[Result]:
     """Store a batch of attempts and their decisions in one transaction."""
-    results = []
+    finished = [store.Finished(a.ready.claimed, a.outcome, a.decision, a.at) for a in done]
     with ctx.engine.begin() as conn:
-        for a in done:
-            c = a.ready.claimed
-            status = store.record(conn, c, a.outcome, a.decision, a.at, ctx.disable_after)
-            retry_in = a.decision.delay if status == "pending" else None
-            results.append(Result(c.id, status, retry_in))
+        statuses = store.record(conn, finished, ctx.disable_after)
+    results = [
+        Result(a.ready.claimed.id, status, a.decision.delay if status == "pending" else None)
+        for a, status in zip(done, statuses, strict=True)
+    ]
     for a, r in zip(done, results, strict=True):
         c = a.ready.claimed
         log.info(

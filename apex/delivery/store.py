@@ -80,67 +80,98 @@ def claim(
     return [Claimed(**row._mapping) for row in rows]
 
 
-def record(
-    conn: Connection,
-    claimed: Claimed,
-    outcome: Outcome,
-    decision: Decision,
-    now: datetime,
-    disable_after: timedelta,
-) -> str:
-    """Store the attempt and apply the decision. Returns the delivery's new status.
+@dataclass(frozen=True)
+class Finished:
+    """One finished attempt to record: what was claimed, what happened, what to do next."""
 
-    A 410 disables the subscription at once; a subscription failing continuously for
-    `disable_after` is disabled too; a success clears its failure record.
+    claimed: Claimed
+    outcome: Outcome
+    decision: Decision
+    at: datetime
+
+
+def record(conn: Connection, finished: list[Finished], disable_after: timedelta) -> list[str]:
+    """Store a batch of attempts and apply their decisions; returns each delivery's new status.
+
+    Attempts and delivery rows are written with one statement each for the whole batch. A 410
+    disables the subscription at once; a subscription failing continuously for `disable_after`
+    is disabled too; a success clears its failure record.
     """
-    number = claimed.attempts + 1
+    if not finished:
+        return []
     conn.execute(
-        attempts.insert().values(
-            id=new_id("att"),
-            delivery_id=claimed.id,
-            attempted_at=now,
-            duration_ms=outcome.duration_ms,
-            status_code=outcome.status_code,
-            error=outcome.error,
-            response_body=outcome.response_body,
-        )
+        attempts.insert(),
+        [
+            {
+                "id": new_id("att"),
+                "delivery_id": f.claimed.id,
+                "attempted_at": f.at,
+                "duration_ms": f.outcome.duration_ms,
+                "status_code": f.outcome.status_code,
+                "error": f.outcome.error,
+                "response_body": f.outcome.response_body,
+            }
+            for f in finished
+        ],
     )
-    values: dict[str, Any] = {
-        "attempts": number,
+    rows = [_delivery_values(f) for f in finished]
+    conn.execute(
+        deliveries.update()
+        .where(deliveries.c.id == sa.bindparam("b_id"))
+        .values({name: sa.bindparam(f"b_{name}") for name in rows[0] if name != "id"}),
+        [{f"b_{name}": value for name, value in row.items()} for row in rows],
+    )
+    for f in finished:
+        _apply_to_subscription(conn, f, disable_after)
+    return [str(row["status"]) for row in rows]
+
+
+def _delivery_values(f: Finished) -> dict[str, Any]:
+    """The delivery row after this attempt; every row has the same keys (one statement)."""
+    status, next_attempt_at = "failed", None
+    if f.decision.kind == "delivered":
+        status = "delivered"
+    elif f.decision.kind == "retry" and f.decision.delay is not None:
+        status, next_attempt_at = "pending", f.at + timedelta(seconds=f.decision.delay)
+    return {
+        "id": f.claimed.id,
+        "status": status,
+        "attempts": f.claimed.attempts + 1,
         "lease_until": None,
-        "last_status_code": outcome.status_code,
-        "last_error": outcome.error,
-        "updated_at": now,
+        "next_attempt_at": next_attempt_at,
+        "enqueued_at": f.at,  # a retry is scheduled now; for other statuses it is unused
+        "last_status_code": f.outcome.status_code,
+        "last_error": f.outcome.error,
+        "updated_at": f.at,
+        "delivered_at": f.at if status == "delivered" else None,
     }
-    sub = subscriptions.update().where(subscriptions.c.id == claimed.subscription_id)
-    if decision.kind == "delivered":
-        values.update(status="delivered", delivered_at=now, next_attempt_at=None)
-        conn.execute(sub.values(failing_since=None))
-    elif decision.kind == "disable":
-        values.update(status="failed", next_attempt_at=None)
+
+
+def _apply_to_subscription(conn: Connection, f: Finished, disable_after: timedelta) -> None:
+    sub = subscriptions.update().where(subscriptions.c.id == f.claimed.subscription_id)
+    if f.decision.kind == "delivered":
+        if f.claimed.failing_since is not None:
+            conn.execute(sub.values(failing_since=None))
+    elif f.decision.kind == "disable":
         conn.execute(
             sub.where(subscriptions.c.status != "disabled").values(
-                status="disabled", disabled_reason="endpoint answered 410 Gone", updated_at=now
+                status="disabled", disabled_reason="endpoint answered 410 Gone", updated_at=f.at
             )
         )
     else:
-        failing_since = claimed.failing_since or now
-        if decision.kind == "retry" and decision.delay is not None:
-            values.update(status="pending", next_attempt_at=now + timedelta(seconds=decision.delay))
-            values["enqueued_at"] = now
-        else:
-            values.update(status="failed", next_attempt_at=None)
-        conn.execute(sub.where(subscriptions.c.failing_since.is_(None)).values(failing_since=now))
-        if now - failing_since >= disable_after:
+        failing_since = f.claimed.failing_since or f.at
+        if f.claimed.failing_since is None:
+            conn.execute(
+                sub.where(subscriptions.c.failing_since.is_(None)).values(failing_since=f.at)
+            )
+        if f.at - failing_since >= disable_after:
             conn.execute(
                 sub.where(subscriptions.c.status == "active").values(
                     status="disabled",
                     disabled_reason=f"failing continuously since {failing_since.isoformat()}",
-                    updated_at=now,
+                    updated_at=f.at,
                 )
             )
-    conn.execute(deliveries.update().where(deliveries.c.id == claimed.id).values(**values))
-    return str(values["status"])
 
 
 def skip(conn: Connection, claimed: list[Claimed], now: datetime) -> None:
