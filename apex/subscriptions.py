@@ -15,12 +15,13 @@ from apex.catalog import WILDCARD, is_known
 from apex.db import utcnow
 from apex.delivery.signing import generate_secret
 from apex.delivery.ssrf import refusal_reason
-from apex.errors import NotFoundError
+from apex.errors import ConflictError, NotFoundError
 from apex.ids import new_id
 from apex.models import deliveries, subscriptions
 from apex.secretbox import SecretBox
 
 MAX_URL_LENGTH = 2048
+_CANCELLABLE = ("pending", "in_flight", "skipped")
 STATUSES = ("active", "paused", "disabled")
 
 
@@ -219,14 +220,14 @@ def delete(engine: Engine, sub_id: str) -> list[str]:
             conn.execute(
                 sa.select(deliveries.c.id).where(
                     deliveries.c.subscription_id == sub_id,
-                    deliveries.c.status.in_(("pending", "in_flight", "skipped")),
+                    deliveries.c.status.in_(_CANCELLABLE),
                 )
             ).scalars()
         )
         if cancelled:
             conn.execute(
                 deliveries.update()
-                .where(deliveries.c.id.in_(cancelled))
+                .where(deliveries.c.id.in_(cancelled), deliveries.c.status.in_(_CANCELLABLE))
                 .values(
                     status="cancelled",
                     last_error="subscription deleted",
@@ -249,16 +250,24 @@ def rotate_secret(
     """Replace the signing secret; the old one keeps signing for `overlap`.
 
     Returns the subscription, the new secret (shown once) and when the old one expires.
-    Raises NotFoundError.
+    Raises NotFoundError, and ConflictError while a previous rotation's overlap is running (a
+    second rotation would drop a secret receivers may still be verifying with).
     """
     new_secret = secret or generate_secret()
     now = utcnow()
     expires = now + overlap
     with engine.begin() as conn:
         sub = get(conn, sub_id)
-        old = conn.execute(
-            sa.select(subscriptions.c.secret).where(subscriptions.c.id == sub_id)
-        ).scalar_one()
+        old, running_until = conn.execute(
+            sa.select(subscriptions.c.secret, subscriptions.c.previous_secret_expires_at)
+            .where(subscriptions.c.id == sub_id)
+            .with_for_update()
+        ).one()
+        if running_until is not None and running_until > now:
+            raise ConflictError(
+                f"Webhook {sub_id} was rotated recently; its previous secret signs until "
+                f"{running_until.strftime('%Y-%m-%dT%H:%M:%SZ')}. Rotate again after that."
+            )
         conn.execute(
             subscriptions.update()
             .where(subscriptions.c.id == sub_id)

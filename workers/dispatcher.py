@@ -17,6 +17,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
 from apex.delivery.deliver import (
     Attempted,
     DeliveryContext,
@@ -25,6 +28,7 @@ from apex.delivery.deliver import (
     claim,
     record,
     release,
+    renew,
     send,
 )
 
@@ -54,7 +58,9 @@ class Dispatcher:
         # A queued delivery must start before its lease runs out: each one ahead of it in its
         # endpoint's queue may take up to the request timeout per `per_endpoint` lanes.
         rounds = int(ctx.lease.total_seconds() // ctx.total_timeout) - 1
-        self._max_queued = self._per_endpoint * max(1, rounds)
+        self._max_queued = self._per_endpoint * max(0, rounds)
+        # A delivery that waited this long for a slot renews its lease before it is sent.
+        self._renew_after = ctx.lease.total_seconds() / 3
         self._in_flight: Counter[str] = Counter()
         self._queued: defaultdict[str, deque[Ready]] = defaultdict(deque)
         self._last_done: dict[str, float] = {}
@@ -84,7 +90,13 @@ class Dispatcher:
                         deferred.append(ready.claimed.id)
                     continue
             self._slots.acquire()
-            self._pool.submit(self._lane, ready)
+            try:
+                self._pool.submit(self._lane, ready)
+            except BaseException:  # e.g. the job's timeout fired here: give both back
+                self._slots.release()
+                with self._cond:
+                    self._in_flight[endpoint] -= 1
+                raise
         if deferred:
             self._give_back(deferred)
         return len(claimed)
@@ -109,13 +121,10 @@ class Dispatcher:
         endpoint = ready.claimed.subscription_id if ready else ""
         try:
             while ready is not None:
-                try:
+                if time.monotonic() - ready.claimed_at > self._renew_after:
+                    ready = renew(self._ctx, ready)  # None: taken over meanwhile, skip it
+                if ready is not None:
                     self._done.put(send(self._ctx, ready))
-                except Exception:
-                    # The row stays leased: the sweeper brings it back when the lease expires.
-                    log.exception(
-                        "delivery %s crashed; the sweeper will retry it", ready.claimed.id
-                    )
                 with self._cond:
                     self._last_done[endpoint] = time.monotonic()
                     waiting = self._queued[endpoint]
@@ -142,7 +151,29 @@ class Dispatcher:
                     break
                 batch.append(item)
             if batch:
-                self._on_results(record(self._ctx, batch))
+                self._record(batch)
+
+    def _record(self, batch: list[Attempted]) -> None:
+        """Record a batch, or each attempt alone if the batch fails; then schedule retries.
+        What cannot be recorded stays leased, so the sweeper sends it again when the lease
+        ends: this thread must outlive any one failure."""
+        try:
+            results = record(self._ctx, batch)
+        except SQLAlchemyError:
+            log.exception("recording %d attempts failed; recording them one by one", len(batch))
+            results = []
+            for attempted in batch:
+                try:
+                    results += record(self._ctx, [attempted])
+                except SQLAlchemyError:
+                    log.exception("delivery %s: attempt not recorded", attempted.ready.claimed.id)
+        try:
+            self._on_results(results)
+        except RedisError as exc:
+            log.warning("could not schedule %d retries (%s); the sweeper will", len(results), exc)
+
+    def alive(self) -> bool:
+        return self._recorder.is_alive()
 
     def drain(self) -> None:
         """Finish the deliveries in flight (at most the request timeout), record them, and give

@@ -21,6 +21,7 @@ log = logging.getLogger("apex.jobs")
 
 Summary = dict[str, int]
 
+INBOUND_LEASE_SECONDS = 300
 READY_INBOUND = ReadyList("inbound", INBOUND, batch=20, help_backlog=200)
 
 # --- enqueueing -----------------------------------------------------------------------------
@@ -73,7 +74,9 @@ def process_inbound(event_id: str) -> Summary | None:
     lands in RQ's failed registry; drain_inbound() logs it and goes on with the next event.
     """
     ctx = context.current()
-    lease = timedelta(seconds=ctx.settings.lease_seconds)
+    # Enrichment may wait on a source's API (about 40 s per lookup at worst): hold the event
+    # long enough that the sweeper does not hand it to a second worker meanwhile.
+    lease = timedelta(seconds=max(ctx.settings.lease_seconds, INBOUND_LEASE_SECONDS))
     claimed = store.claim(ctx.engine, event_id, utcnow(), lease)
     if claimed is None:
         log.info("inbound %s: nothing to do (processed, not due or unknown)", event_id)
@@ -90,9 +93,13 @@ def process_inbound(event_id: str) -> Summary | None:
         )
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        delay = store.mark_failed(
-            ctx.engine, event_id, utcnow(), error, ctx.settings.inbound_retry_schedule
-        )
+        schedule = ctx.settings.inbound_retry_schedule
+        report: list[str] = []
+        if claimed.attempts > len(schedule):
+            # Published before the row is marked failed (its id makes it idempotent), so a
+            # crash in between leaves the event queued and it is tried, and reported, again.
+            report = connectors.report_error(ctx.engine, claimed.source, event_id, error)
+        delay = store.mark_failed(ctx.engine, event_id, utcnow(), error, schedule)
         if delay is None:
             log.warning(
                 "inbound %s: attempt %d failed (%s); failed for good",
@@ -100,9 +107,7 @@ def process_inbound(event_id: str) -> Summary | None:
                 claimed.attempts,
                 type(exc).__name__,
             )
-            enqueue_deliveries(
-                ctx.redis, connectors.report_error(ctx.engine, claimed.source, event_id, error)
-            )
+            enqueue_deliveries(ctx.redis, report)
         else:
             log.warning(
                 "inbound %s: attempt %d failed (%s); retry in %d s",

@@ -81,6 +81,9 @@ def _defer(delivery_ids: list[str], delay: float) -> None:
 def dispatcher() -> Dispatcher:
     global _dispatcher
     with _dispatcher_lock:
+        if _dispatcher is not None and not _dispatcher.alive():
+            log.error("delivery recorder thread died; starting a new dispatcher")
+            _dispatcher = None
         if _dispatcher is None:
             ctx = context.current()
             _dispatcher = Dispatcher(

@@ -17,6 +17,7 @@ from rq import Queue
 FLAG_TTL = 30  # a drain job that died lets another start after this many seconds
 SLICE = 5.0  # seconds a drain job runs before yielding its worker to other queues
 RESULT_TTL = 60
+JOB_TIMEOUT = 600  # a drain job runs SLICE seconds, but may wait for busy delivery slots
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,9 @@ class ReadyList:
             pipe.set(self._draining, "1", nx=True, ex=FLAG_TTL)
             _, start = pipe.execute()
         if start:
-            Queue(self.queue, connection=redis).enqueue(drain_job, result_ttl=RESULT_TTL)
+            Queue(self.queue, connection=redis).enqueue(
+                drain_job, result_ttl=RESULT_TTL, job_timeout=JOB_TIMEOUT
+            )
         return len(items)
 
     def drain(
@@ -72,6 +75,6 @@ class ReadyList:
             if redis.llen(self.key) > self.help_backlog and redis.set(
                 self._helping, "1", nx=True, ex=5
             ):
-                queue.enqueue(drain_job, result_ttl=RESULT_TTL)
-        queue.enqueue(drain_job, result_ttl=RESULT_TTL)
+                queue.enqueue(drain_job, result_ttl=RESULT_TTL, job_timeout=JOB_TIMEOUT)
+        queue.enqueue(drain_job, result_ttl=RESULT_TTL, job_timeout=JOB_TIMEOUT)
         return done

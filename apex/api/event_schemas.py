@@ -20,8 +20,11 @@ def _check_type(value: str) -> None:
 class PublishSchema(Schema):
     type = fields.String(required=True)
     data = fields.Raw(required=True, metadata={"type": "object"})
-    id = fields.String(
-        validate=validate.Length(min=1, max=64), metadata={"description": "idempotency"}
+    id = fields.String(  # also the webhook-id header: Standard Webhooks forbids dots
+        validate=validate.Regexp(
+            r"^[A-Za-z0-9_-]{1,64}$", error="must be 1-64 letters, digits, '_' or '-'"
+        ),
+        metadata={"description": "makes publishing idempotent; sent as webhook-id"},
     )
 
     @validates("type")

@@ -35,7 +35,8 @@ def _read_truncated(response: requests.Response) -> str:
     for part in response.iter_content(chunk_size=MAX_RESPONSE_BYTES):
         chunk = part[:MAX_RESPONSE_BYTES]
         break
-    return chunk.decode("utf-8", errors="replace")
+    # PostgreSQL text cannot hold NUL; a receiver's bytes must never break recording.
+    return chunk.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
 def attempt(

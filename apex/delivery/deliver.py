@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import requests
@@ -44,6 +45,7 @@ class Ready:
 
     claimed: store.Claimed
     secrets: list[str]
+    claimed_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -85,15 +87,20 @@ def claim(ctx: DeliveryContext, delivery_ids: list[str]) -> list[Ready]:
 
 
 def send(ctx: DeliveryContext, ready: Ready) -> Attempted:
-    """Sign and POST one delivery and decide what comes next. Touches no database; the
-    receiver's behaviour (errors, timeouts, refusals) is returned, never raised."""
+    """Sign and POST one delivery and decide what comes next. Touches no database; never
+    raises: the receiver's behaviour, and a request that could not even be built, are
+    outcomes to record (so the retry schedule and `failed` still apply)."""
     c = ready.claimed
     now = ctx.clock()
-    body = body_of(c.event_id, c.event_type, c.event_created_at, c.data)
-    headers = sign(ready.secrets, c.event_id, int(now.timestamp()), body)
-    outcome = attempt(
-        ctx.session, c.url, body, headers, ctx.connect_timeout, ctx.total_timeout, now
-    )
+    try:
+        body = body_of(c.event_id, c.event_type, c.event_created_at, c.data)
+        headers = sign(ready.secrets, c.event_id, int(now.timestamp()), body)
+        outcome = attempt(
+            ctx.session, c.url, body, headers, ctx.connect_timeout, ctx.total_timeout, now
+        )
+    except Exception as exc:
+        log.exception("delivery %s: could not be sent", c.id)
+        outcome = Outcome(None, f"internal_error: {type(exc).__name__}", None, 0, None)
     decision = decide(
         outcome.status_code, c.attempts + 1, ctx.schedule, ctx.rand, outcome.retry_after
     )
@@ -106,7 +113,11 @@ def record(ctx: DeliveryContext, done: list[Attempted]) -> list[Result]:
     with ctx.engine.begin() as conn:
         statuses = store.record(conn, finished, ctx.disable_after)
     results = [
-        Result(a.ready.claimed.id, status, a.decision.delay if status == "pending" else None)
+        Result(
+            a.ready.claimed.id,
+            status or "superseded",  # no longer ours: nothing to schedule
+            a.decision.delay if status == "pending" else None,
+        )
         for a, status in zip(done, statuses, strict=True)
     ]
     for a, r in zip(done, results, strict=True):
@@ -126,6 +137,17 @@ def record(ctx: DeliveryContext, done: list[Attempted]) -> list[Result]:
             r.status, a.outcome.duration_ms / 1000, c.event_created_at, finished_at
         )
     return results
+
+
+def renew(ctx: DeliveryContext, ready: Ready) -> Ready | None:
+    """Extend the lease of a delivery that waited for a slot; None if it is no longer ours."""
+    until = ctx.clock() + ctx.lease
+    with ctx.engine.begin() as conn:
+        if not store.renew(conn, ready.claimed, until):
+            return None
+    return replace(
+        ready, claimed=replace(ready.claimed, lease_until=until), claimed_at=time.monotonic()
+    )
 
 
 def release(ctx: DeliveryContext, delivery_ids: list[str], delay: timedelta) -> None:

@@ -34,6 +34,7 @@ class Claimed:
     subscription_status: str
     attempts: int
     failing_since: datetime | None
+    lease_until: datetime  # the lease we hold: recording checks it is still ours
 
 
 def claim(
@@ -72,6 +73,7 @@ def claim(
             subscriptions.c.status.label("subscription_status"),
             deliveries.c.attempts,
             subscriptions.c.failing_since,
+            deliveries.c.lease_until,
         )
         .join(events, events.c.id == deliveries.c.event_id)
         .join(subscriptions, subscriptions.c.id == deliveries.c.subscription_id)
@@ -90,8 +92,12 @@ class Finished:
     at: datetime
 
 
-def record(conn: Connection, finished: list[Finished], disable_after: timedelta) -> list[str]:
-    """Store a batch of attempts and apply their decisions; returns each delivery's new status.
+def record(
+    conn: Connection, finished: list[Finished], disable_after: timedelta
+) -> list[str | None]:
+    """Store a batch of attempts and apply their decisions; returns each delivery's new status,
+    or None for one no longer held under our lease (cancelled meanwhile, or taken over after
+    the lease ran out): its attempt is kept in the log, its row is left as it is.
 
     Attempts and delivery rows are written with one statement each for the whole batch. A 410
     disables the subscription at once; a subscription failing continuously for `disable_after`
@@ -99,6 +105,7 @@ def record(conn: Connection, finished: list[Finished], disable_after: timedelta)
     """
     if not finished:
         return []
+    held = _still_held(conn, [f.claimed for f in finished])
     conn.execute(
         attempts.insert(),
         [
@@ -114,16 +121,45 @@ def record(conn: Connection, finished: list[Finished], disable_after: timedelta)
             for f in finished
         ],
     )
-    rows = [_delivery_values(f) for f in finished]
-    conn.execute(
-        deliveries.update()
-        .where(deliveries.c.id == sa.bindparam("b_id"))
-        .values({name: sa.bindparam(f"b_{name}") for name in rows[0] if name != "id"}),
-        [{f"b_{name}": value for name, value in row.items()} for row in rows],
-    )
+    rows = [_delivery_values(f) for f in finished if f.claimed.id in held]
+    if rows:
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.id == sa.bindparam("b_id"))
+            .values({name: sa.bindparam(f"b_{name}") for name in rows[0] if name != "id"}),
+            [{f"b_{name}": value for name, value in row.items()} for row in rows],
+        )
     for f in finished:
         _apply_to_subscription(conn, f, disable_after)
-    return [str(row["status"]) for row in rows]
+    status = {row["id"]: str(row["status"]) for row in rows}
+    return [status.get(f.claimed.id) for f in finished]
+
+
+def _still_held(conn: Connection, claimed: list[Claimed]) -> set[str]:
+    """The ids among `claimed` still in flight under the lease we took (rows locked on
+    PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes writers)."""
+    rows = conn.execute(
+        sa.select(deliveries.c.id, deliveries.c.lease_until)
+        .where(deliveries.c.id.in_([c.id for c in claimed]), deliveries.c.status == "in_flight")
+        .with_for_update()
+    ).all()
+    ours = {c.id: c.lease_until for c in claimed}
+    return {row.id for row in rows if row.lease_until == ours[row.id]}
+
+
+def renew(conn: Connection, claimed: Claimed, until: datetime) -> bool:
+    """Extend our lease on a delivery that waited for a slot; False if it is no longer ours."""
+    return bool(
+        conn.execute(
+            deliveries.update()
+            .where(
+                deliveries.c.id == claimed.id,
+                deliveries.c.status == "in_flight",
+                deliveries.c.lease_until == claimed.lease_until,
+            )
+            .values(lease_until=until)
+        ).rowcount
+    )
 
 
 def _delivery_values(f: Finished) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from redis import Redis
 from standardwebhooks import Webhook
 from werkzeug import Request, Response
 
+from apex.models import attempts as attempt_table
 from apex.models import deliveries as delivery_table
 from tests.integration.conftest import signal_group, wait_for
 from tests.integration.receivers import Receiver, deliveries, publish, subscribe
@@ -326,3 +327,44 @@ def test_a_hanging_endpoint_does_not_stall_a_healthy_one(
     finally:
         server.clear()
         server.stop()
+
+
+def test_response_bodies_with_nul_bytes_are_recorded(
+    client: FlaskClient, auth: dict[str, str], httpserver: HTTPServer, processes: Callable[..., Any]
+) -> None:
+    receiver = Receiver(httpserver, "/nul", [Response(b"ok\x00then", 200)])
+    sub = subscribe(client, auth, receiver.url, ["lead.created"])
+    processes()
+    publish(client, auth, "lead.created")
+    delivered = wait_for(
+        lambda: [d for d in deliveries(client, auth, sub["id"]) if d["status"] == "delivered"]
+    )
+    assert delivered[0]["attemptLog"][0]["responseBody"] == "ok\ufffdthen"
+
+
+def test_a_delivery_cancelled_while_in_flight_stays_cancelled(
+    client: FlaskClient, auth: dict[str, str], httpserver: HTTPServer, processes: Callable[..., Any]
+) -> None:
+    arrived = threading.Event()
+
+    def slow(request: Request) -> Response:
+        arrived.set()
+        time.sleep(1.5)  # the subscription is deleted meanwhile
+        return Response("ok", 200)
+
+    httpserver.expect_request("/slow-cancel", method="POST").respond_with_handler(slow)
+    sub = subscribe(client, auth, httpserver.url_for("/slow-cancel"), ["lead.created"])
+    processes()
+    publish(client, auth, "lead.created")
+    assert arrived.wait(15)
+    assert client.delete(f"/api/webhooks/{sub['id']}", headers=auth).status_code == 200
+    engine = client.application.extensions["apex"].engine
+
+    def recorded() -> Any:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(attempt_table)).scalar()
+
+    wait_for(recorded)  # the attempt itself is kept in the log
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(delivery_table.c.status, delivery_table.c.attempts)).one()
+    assert tuple(row) == ("cancelled", 0)

@@ -260,3 +260,26 @@ def test_openapi_documents_our_error_shape(client: FlaskClient) -> None:
     error = spec["components"]["schemas"]["Error"]["properties"]
     assert error["code"]["type"] == "string" and "detail" in error and "errors" in error
     assert set(spec["components"]["securitySchemes"]) == {"apiKey", "bearer"}
+
+
+def test_a_second_rotation_during_the_overlap_is_refused(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    created = create(client, auth)
+    path = f"/api/webhooks/{created['id']}/rotate-secret"
+    assert client.post(path, headers=auth).status_code == 200
+    again = client.post(path, headers=auth)
+    assert again.status_code == 409
+    assert (
+        again.json["code"] == "conflict" and "previous secret signs until" in again.json["detail"]
+    )
+
+
+@pytest.mark.parametrize("event_id", ["evt.1", "evt_✓", "a" * 65, ""])
+def test_event_ids_must_be_header_safe(
+    client: FlaskClient, auth: dict[str, str], event_id: str
+) -> None:
+    body = {"type": "lead.created", "data": {}, "id": event_id}
+    response = client.post("/api/events", json=body, headers=auth)
+    assert response.status_code == 422
+    assert response.json["errors"][0]["field"] == "id"
