@@ -24,8 +24,8 @@ from apex.api.runtime import runtime
 from apex.db import utcnow
 from apex.errors import ApexError, NotFoundError, PayloadTooLargeError
 from apex.inbound import store
-from apex.inbound.request import RawRequest
-from apex.inbound.sources import VERIFIERS
+from apex.sources.registry import SOURCES
+from apex.sources.request import RawRequest
 from workers.inbound import enqueue_inbound
 
 log = logging.getLogger("apex.api.inbound")
@@ -62,7 +62,7 @@ def receive_webhook(source: str) -> tuple[dict[str, Any], int]:
     The raw body is verified with the platform's own scheme, stored, and queued for processing
     before the answer; a delivery seen before answers 200 with `duplicate`.
     """
-    label = source if source in VERIFIERS else "unknown"
+    label = source if source in SOURCES else "unknown"
     try:
         answer = _receive(source)
     except (ApexError, HTTPException) as exc:
@@ -77,9 +77,9 @@ def receive_webhook(source: str) -> tuple[dict[str, Any], int]:
 
 
 def _receive(source: str) -> tuple[dict[str, Any], int]:
-    verify = VERIFIERS.get(source)
-    if verify is None:
-        expected = ", ".join(sorted(VERIFIERS))
+    known = SOURCES.get(source)
+    if known is None:
+        expected = ", ".join(sorted(SOURCES))
         raise NotFoundError(f"Unknown webhook source {source[:40]!r}; expected one of {expected}")
     rt = runtime()
     body = _read_body(rt.settings.max_inbound_body)
@@ -89,7 +89,7 @@ def _receive(source: str) -> tuple[dict[str, Any], int]:
         headers={name.lower(): value for name, value in request.headers.items()},
         body=body,
     )
-    events = verify(raw, rt.settings.inbound_secrets(source), time.time())
+    events = known.verify(raw, rt.settings.inbound_secrets(source), time.time())
     received = store.receive(rt.engine, events, utcnow())
     if received.duplicate:
         log.info("inbound %s: duplicate of %d known event(s)", source, len(events))
@@ -145,7 +145,7 @@ def _enqueue(event_ids: list[str]) -> str:
 
 
 def _loggable(source: str) -> str:
-    return source if source in VERIFIERS else repr(source[:40])
+    return source if source in SOURCES else repr(source[:40])
 
 
 # --- the operator's view --------------------------------------------------------------------

@@ -5,8 +5,8 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from apex.api.fields import Timestamp
-from apex.inbound.sources import VERIFIERS
 from apex.inbound.store import STATUSES
+from apex.sources.registry import SOURCES
 
 
 class ReceivedSchema(Schema):
@@ -20,7 +20,7 @@ class ReceivedSchema(Schema):
 
 class InboundEventSchema(Schema):
     id = fields.String(metadata={"example": "inb_2x9Yd"})
-    source = fields.String(metadata={"enum": sorted(VERIFIERS)})
+    source = fields.String(metadata={"enum": sorted(SOURCES)})
     dedupe_key = fields.String(data_key="dedupeKey")
     type = fields.String(metadata={"example": "customer.created"})
     status = fields.String(metadata={"enum": list(STATUSES)})
@@ -43,7 +43,7 @@ class InboundPageSchema(Schema):
 
 
 class InboundQuerySchema(Schema):
-    source = fields.String(validate=validate.OneOf(sorted(VERIFIERS)))
+    source = fields.String(validate=validate.OneOf(sorted(SOURCES)))
     status = fields.String(validate=validate.OneOf(STATUSES))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=250))
     cursor = fields.String()

@@ -1,1 +1,1 @@
-"""Incoming webhooks: one verifier module per source, chosen from VERIFIERS."""
+"""Stored inbound events: one row per verified event, claimed and processed by workers."""

@@ -13,9 +13,9 @@ from sqlalchemy.engine import Engine
 
 from apex.errors import NotFoundError
 from apex.ids import new_id
-from apex.inbound.request import InboundEvent
 from apex.models import inbound_events
 from apex.pagination import newest_first, split_page
+from apex.sources.request import InboundEvent
 
 STATUSES = ("queued", "processed", "failed")
 ID_PREFIX = "inb"

@@ -20,13 +20,9 @@ from apex.db import make_engine
 from apex.models import events
 from apex.pipeline import identity
 from apex.pipeline import run as pipeline
-from apex.pipeline.enrich import (
-    Enricher,
-    EnrichmentUnavailableError,
-    RetryPolicy,
-    build_enricher,
-)
+from apex.pipeline.enrich import Enricher, build_enricher
 from apex.pipeline.tables import leads, pipeline_runs
+from apex.sources.enrichment import EnrichmentUnavailableError, RetryPolicy
 from config import Settings
 from tests.platforms import JANE, hubspot, hubspot_property, intent_succeeded, star, stripe
 

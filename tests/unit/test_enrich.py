@@ -14,14 +14,9 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from apex.pipeline.enrich import (
-    CACHE_SECONDS,
-    Enricher,
-    EnrichmentUnavailableError,
-    build_enricher,
-    requested_wait,
-)
+from apex.pipeline.enrich import Enricher, build_enricher
 from apex.pipeline.records import Contact, Deal, Erasure, Identity, Payment, Record, Touchpoint
+from apex.sources.enrichment import CACHE_SECONDS, EnrichmentUnavailableError, requested_wait
 from config import Settings
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -13,8 +13,8 @@ from urllib.parse import urlencode
 import pytest
 
 from apex.errors import BadRequestError, InvalidSignatureError, SourceNotConfiguredError
-from apex.inbound import github
-from apex.inbound.request import RawRequest
+from apex.sources.github import verify as github
+from apex.sources.request import RawRequest
 
 VECTORS = json.loads((Path(__file__).parents[1] / "data" / "github_vectors.json").read_text())[
     "vectors"

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from apex.errors import BadRequestError, InvalidSignatureError, SourceNotConfiguredError
-from apex.inbound import hubspot
-from apex.inbound.request import RawRequest
+from apex.sources.hubspot import verify as hubspot
+from apex.sources.request import RawRequest
 
 VECTORS = json.loads((Path(__file__).parents[1] / "data" / "hubspot_vectors.json").read_text())[
     "vectors"

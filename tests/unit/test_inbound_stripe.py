@@ -10,8 +10,8 @@ import pytest
 import stripe
 
 from apex.errors import BadRequestError, InvalidSignatureError, SourceNotConfiguredError
-from apex.inbound import stripe as stripe_inbound
-from apex.inbound.request import RawRequest
+from apex.sources.request import RawRequest
+from apex.sources.stripe import verify as stripe_inbound
 
 SECRET = "whsec_test_secret"
 OLD_SECRET = "whsec_old_secret"

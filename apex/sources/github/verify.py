@@ -6,16 +6,16 @@ from collections.abc import Sequence
 from urllib.parse import parse_qs
 
 from apex.errors import BadRequestError, InvalidSignatureError
-from apex.inbound.body import (
+from apex.sources.request import InboundEvent, RawRequest
+from apex.sources.verification import (
     hmac_sha256,
     matches_any,
     parse_json_object,
     require_header,
     usable_secrets,
 )
-from apex.inbound.request import InboundEvent, RawRequest
 
-SOURCE = "github"
+NAME = "github"
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 SHA1_SIGNATURE_HEADER = "X-Hub-Signature"  # legacy HMAC-SHA1, never accepted
 EVENT_HEADER = "X-GitHub-Event"
@@ -44,7 +44,7 @@ def verify(request: RawRequest, secrets: Sequence[str], now: float) -> list[Inbo
     there, or no match), BadRequestError (missing X-GitHub-Event or X-GitHub-Delivery, or the
     payload is not a JSON object), SourceNotConfiguredError (no usable secret).
     """
-    keys = usable_secrets(secrets, SOURCE)
+    keys = usable_secrets(secrets, NAME)
     if not request.header(SIGNATURE_HEADER) and request.header(SHA1_SIGNATURE_HEADER):
         raise InvalidSignatureError(
             f"Only the SHA-1 {SHA1_SIGNATURE_HEADER} was sent; {SIGNATURE_HEADER} is required"
@@ -59,7 +59,7 @@ def verify(request: RawRequest, secrets: Sequence[str], now: float) -> list[Inbo
     hook_id = (request.header(HOOK_ID_HEADER) or "").strip()
     return [
         InboundEvent(
-            source=SOURCE,
+            source=NAME,
             dedupe_key=f"{hook_id}:{delivery_id}" if hook_id else delivery_id,
             type=event_type,
             payload=_payload(request),

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from apex.errors import BadRequestError, InvalidSignatureError
-from apex.inbound.body import (
+from apex.sources.request import InboundEvent, RawRequest
+from apex.sources.verification import (
     check_timestamp,
     hmac_sha256,
     matches_any,
@@ -15,9 +16,8 @@ from apex.inbound.body import (
     required_string,
     usable_secrets,
 )
-from apex.inbound.request import InboundEvent, RawRequest
 
-SOURCE = "stripe"
+NAME = "stripe"
 SIGNATURE_HEADER = "Stripe-Signature"
 SCHEME = "v1"  # Stripe's only real scheme; v0 and anything else are ignored, as stripe-python does
 TOLERANCE = 300  # seconds, stripe.Webhook.DEFAULT_TOLERANCE
@@ -34,7 +34,7 @@ def verify(request: RawRequest, secrets: Sequence[str], now: float) -> list[Inbo
     the tolerance), BadRequestError (verified body is not a JSON event with string `id` and `type`,
     or is a thin v2 notification), SourceNotConfiguredError (no usable secret).
     """
-    keys = usable_secrets(secrets, SOURCE)
+    keys = usable_secrets(secrets, NAME)
     timestamp, signatures = _parse_header(require_header(request, SIGNATURE_HEADER))
     signed_payload = f"{timestamp}.".encode() + request.body
     expected = [hmac_sha256(key, signed_payload).hex() for key in keys]
@@ -48,7 +48,7 @@ def verify(request: RawRequest, secrets: Sequence[str], now: float) -> list[Inbo
         raise BadRequestError("Thin v2 event notifications are not supported")
     event_id = required_string(event, "id", "The Stripe event")
     event_type = required_string(event, "type", "The Stripe event")
-    return [InboundEvent(source=SOURCE, dedupe_key=event_id, type=event_type, payload=event)]
+    return [InboundEvent(source=NAME, dedupe_key=event_id, type=event_type, payload=event)]
 
 
 def _parse_header(header: str) -> tuple[int, list[str]]:

@@ -14,7 +14,7 @@ from apex.errors import (
     InvalidSignatureError,
     SourceNotConfiguredError,
 )
-from apex.inbound.request import RawRequest
+from apex.sources.request import RawRequest
 
 # Enough digits for milliseconds until the year 33658; also keeps int() far from its digit limit.
 _UNIX_TIME = re.compile(r"[0-9]{1,15}")

@@ -8,7 +8,8 @@ import re
 from collections.abc import Sequence
 
 from apex.errors import BadRequestError, InvalidSignatureError
-from apex.inbound.body import (
+from apex.sources.request import InboundEvent, RawRequest
+from apex.sources.verification import (
     check_timestamp,
     hmac_sha256,
     matches_any,
@@ -18,9 +19,8 @@ from apex.inbound.body import (
     required_string,
     usable_secrets,
 )
-from apex.inbound.request import InboundEvent, RawRequest
 
-SOURCE = "hubspot"
+NAME = "hubspot"
 V3_SIGNATURE_HEADER = "X-HubSpot-Signature-v3"
 TIMESTAMP_HEADER = "X-HubSpot-Request-Timestamp"  # unix milliseconds
 LEGACY_SIGNATURE_HEADER = "X-HubSpot-Signature"
@@ -67,7 +67,7 @@ def verify(request: RawRequest, secrets: Sequence[str], now: float) -> list[Inbo
     timestamp outside the tolerance), BadRequestError (the body is not a JSON array of objects
     carrying those fields), SourceNotConfiguredError (no usable secret).
     """
-    keys = usable_secrets(secrets, SOURCE)
+    keys = usable_secrets(secrets, NAME)
     if request.header(V3_SIGNATURE_HEADER) is not None:
         _verify_v3(request, keys, now)
     elif request.header(LEGACY_SIGNATURE_HEADER) is not None:
@@ -114,7 +114,7 @@ def _event(index: int, item: object) -> InboundEvent:
     if not isinstance(item, dict):
         raise BadRequestError(f"{what} is not a JSON object")
     return InboundEvent(
-        source=SOURCE,
+        source=NAME,
         dedupe_key=":".join(_key_part(item, field, what) for field in _KEY_FIELDS),
         type=required_string(item, "subscriptionType", what),
         payload=item,

@@ -1,0 +1,6 @@
+"""GitHub: verify.py (signatures), extract.py (payloads), enrich.py (its API)."""
+
+from apex.sources.github import enrich, extract, verify
+from apex.sources.source import Source
+
+SOURCE = Source(verify.NAME, verify.verify, extract.extract, enrich.build)
