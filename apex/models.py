@@ -95,10 +95,11 @@ inbound_events = sa.Table(
     sa.Column("type", sa.String(100), nullable=False),
     sa.Column("payload", sa.JSON(), nullable=False),
     sa.Column("headers", sa.JSON(), nullable=False),
-    # queued | processed | failed
+    # queued | processed | ignored | failed
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("error", sa.String(1000)),
+    sa.Column("reason", sa.String(1000)),  # why an `ignored` event carries nothing Apex uses
     sa.Column("result", sa.JSON()),
     sa.Column("next_attempt_at", UTCDateTime()),
     sa.Column("enqueued_at", UTCDateTime()),

@@ -13,6 +13,7 @@ from apex import connectors, metrics
 from apex.db import utcnow
 from apex.inbound import store
 from apex.pipeline.run import run
+from apex.sources.source import UnusableEventError
 from workers import context
 from workers.jobs import INBOUND, RESULT_TTL, enqueue_deliveries
 from workers.readylist import ReadyList
@@ -66,7 +67,8 @@ def _process_each(event_ids: list[str]) -> int:
 
 def process_inbound(event_id: str) -> Summary | None:
     """Process one stored inbound event; returns what it extracted, or None when there was
-    nothing to do (already processed, failed for good, held by another job, or unknown).
+    nothing to do (already processed, failed for good, held by another job, or unknown) or the
+    event carries nothing Apex uses (then it is marked `ignored` with the reason, never retried).
 
     On an exception the attempt is recorded on the row: a retry is scheduled per
     APEX_INBOUND_RETRY_SCHEDULE or, past the last, the event is `failed` for good (and
@@ -91,6 +93,10 @@ def process_inbound(event_id: str) -> Summary | None:
             claimed.received_at,
             ctx.enrich,
         )
+    except UnusableEventError as exc:
+        store.mark_ignored(ctx.engine, event_id, utcnow(), str(exc))
+        log.info("inbound %s: ignored %s %s (%s)", event_id, claimed.source, claimed.type, exc)
+        return None
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         schedule = ctx.settings.inbound_retry_schedule

@@ -101,7 +101,7 @@ def _receive(source: str) -> tuple[dict[str, Any], int]:
         ", ".join(received.new_ids) or "no events",
         ", ".join(sorted({event.type for event in events})) or "-",
         len(events) - len(received.new_ids),
-        _enqueue(received.new_ids),
+        _enqueue(received.queued_ids),
     )
     return {"received": True, "id": first}, 202
 
@@ -155,7 +155,8 @@ def _loggable(source: str) -> str:
 @operator_blp.arguments(InboundQuerySchema, location="query")
 @operator_blp.response(200, InboundPageSchema)
 def list_inbound(query: dict[str, Any]) -> dict[str, Any]:
-    """Received events, newest first, with status (queued, processed, failed) and last error."""
+    """Received events, newest first, with status (queued, processed, ignored, failed), the
+    last error, and why an ignored event was ignored."""
     rows, cursor = store.page(
         runtime().engine,
         query.get("source"),

@@ -26,6 +26,10 @@ class InboundEventSchema(Schema):
     status = fields.String(metadata={"enum": list(STATUSES)})
     attempts = fields.Integer()
     error = fields.String(allow_none=True)
+    reason = fields.String(
+        allow_none=True,
+        metadata={"description": "Why an `ignored` event carries nothing Apex uses."},
+    )
     result = fields.Raw(allow_none=True, metadata={"type": "object"})
     next_attempt_at = Timestamp(data_key="nextAttemptAt", allow_none=True)
     received_at = Timestamp(data_key="receivedAt")

@@ -17,12 +17,13 @@ from apex.models import inbound_events
 from apex.pagination import newest_first, split_page
 from apex.sources.request import InboundEvent
 
-STATUSES = ("queued", "processed", "failed")
+STATUSES = ("queued", "processed", "ignored", "failed")
 ID_PREFIX = "inb"
 
 # Seconds to wait after the 1st, 2nd, … failed attempt; a failure beyond the last is final.
 
-_MAX_ERROR = 1000  # the width of inbound_events.error
+_MAX_ERROR = 1000  # the width of inbound_events.error and .reason
+_MAX_TYPE = 100  # the width of inbound_events.type
 
 # A job may start a moment before the row is due by its own clock: the web process that stored
 # it and the worker read different clocks. claim() keeps it under half the lease, so a held row
@@ -32,12 +33,14 @@ CLOCK_SKEW = timedelta(seconds=5)
 
 @dataclass(frozen=True)
 class Received:
-    """The outcome of receive(): `new_ids` are the rows created (to enqueue), in request order.
+    """The outcome of receive(): `new_ids` are the rows created, in request order, and
+    `queued_ids` those of them to enqueue (the others were stored `ignored`).
 
     `duplicate` is true when there were events and every one was already stored.
     """
 
     new_ids: list[str]
+    queued_ids: list[str]
     duplicate: bool
 
 
@@ -67,6 +70,7 @@ class StoredEvent:
     status: str
     attempts: int
     error: str | None
+    reason: str | None
     result: Any
     next_attempt_at: datetime | None
     enqueued_at: datetime | None
@@ -75,7 +79,8 @@ class StoredEvent:
 
 
 def receive(engine: Engine, events: Sequence[InboundEvent], now: datetime) -> Received:
-    """Store each event as a `queued` row, in one transaction, skipping those already stored.
+    """Store each event as a `queued` row (`ignored`, with its reason, when the verifier said
+    so), in one transaction, skipping those already stored.
 
     Race-safe: the insert is `ON CONFLICT (source, dedupe_key) DO NOTHING`, so concurrent
     deliveries of one event create one row and every other sees a duplicate. Rows are marked
@@ -83,6 +88,7 @@ def receive(engine: Engine, events: Sequence[InboundEvent], now: datetime) -> Re
     Works on PostgreSQL and SQLite; raises ValueError on another database.
     """
     ids: list[str] = []
+    ignored: set[str] = set()
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     for event in events:
@@ -91,23 +97,28 @@ def receive(engine: Engine, events: Sequence[InboundEvent], now: datetime) -> Re
             continue
         seen.add(key)
         ids.append(new_id(ID_PREFIX))
+        queued = event.ignored is None
+        if not queued:
+            ignored.add(ids[-1])
         rows.append(
             {
                 "id": ids[-1],
                 "source": event.source,
                 "dedupe_key": event.dedupe_key,
-                "type": event.type,
+                "type": event.type[:_MAX_TYPE],
                 "payload": event.payload,
                 "headers": dict(event.headers),
-                "status": "queued",
+                "status": "queued" if queued else "ignored",
                 "attempts": 0,
-                "next_attempt_at": now,
-                "enqueued_at": now,
+                "reason": None if queued else (event.ignored or "")[:_MAX_ERROR],
+                "next_attempt_at": now if queued else None,
+                "enqueued_at": now if queued else None,
                 "received_at": now,
+                "processed_at": None if queued else now,
             }
         )
     if not rows:
-        return Received(new_ids=[], duplicate=False)
+        return Received(new_ids=[], queued_ids=[], duplicate=False)
     insert: postgresql.Insert | sqlite.Insert
     if engine.dialect.name == "postgresql":
         insert = postgresql.insert(inbound_events)
@@ -122,7 +133,8 @@ def receive(engine: Engine, events: Sequence[InboundEvent], now: datetime) -> Re
     with engine.begin() as conn:
         created = set(conn.execute(statement, rows).scalars())
     new_ids = [row_id for row_id in ids if row_id in created]
-    return Received(new_ids=new_ids, duplicate=not new_ids)
+    queued_ids = [row_id for row_id in new_ids if row_id not in ignored]
+    return Received(new_ids=new_ids, queued_ids=queued_ids, duplicate=not new_ids)
 
 
 def claim(engine: Engine, event_id: str, now: datetime, lease: timedelta) -> Claimed | None:
@@ -168,6 +180,19 @@ def mark_processed(engine: Engine, event_id: str, now: datetime, result: Any) ->
             .where(inbound_events.c.id == event_id, inbound_events.c.status == "queued")
             .values(status="processed", result=result, error=None, processed_at=now,
                     next_attempt_at=None)
+        )  # fmt: skip
+    return updated.rowcount == 1
+
+
+def mark_ignored(engine: Engine, event_id: str, now: datetime, reason: str) -> bool:
+    """Record that the event carries nothing Apex uses, and why; it is never retried (a replay
+    processes it again). Returns False if the row is no longer queued."""
+    with engine.begin() as conn:
+        updated = conn.execute(
+            inbound_events.update()
+            .where(inbound_events.c.id == event_id, inbound_events.c.status == "queued")
+            .values(status="ignored", reason=reason[:_MAX_ERROR], error=None, result=None,
+                    processed_at=now, next_attempt_at=None)
         )  # fmt: skip
     return updated.rowcount == 1
 
@@ -240,8 +265,8 @@ def replay(engine: Engine, event_id: str, now: datetime) -> None:
         updated = conn.execute(
             inbound_events.update()
             .where(inbound_events.c.id == event_id)
-            .values(status="queued", attempts=0, error=None, result=None, processed_at=None,
-                    next_attempt_at=now, enqueued_at=now)
+            .values(status="queued", attempts=0, error=None, reason=None, result=None,
+                    processed_at=None, next_attempt_at=now, enqueued_at=now)
         )  # fmt: skip
     if updated.rowcount != 1:
         raise NotFoundError(f"No inbound event {event_id}")
@@ -292,6 +317,7 @@ def _columns() -> list[sa.Column[Any]]:
         c.status,
         c.attempts,
         c.error,
+        c.reason,
         c.result,
         c.next_attempt_at,
         c.enqueued_at,

@@ -87,7 +87,7 @@ def run(
     payload): processing the event again changes nothing and only publishes what a crash kept
     the first run from publishing. Concurrent runs are safe (see identity.stitch, goals.evaluate).
 
-    Raises ValueError (from extract) for a payload without its source's shape, whatever
+    Raises UnusableEventError (from extract) for an event Apex has no use for, whatever
     `enrich` raises, and database errors; the database is then left as it was, so the caller
     may retry.
     """

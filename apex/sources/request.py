@@ -24,10 +24,15 @@ class RawRequest:
 
 @dataclass(frozen=True)
 class InboundEvent:
-    """One verified event. `dedupe_key` is unique per source; `payload` is the parsed JSON."""
+    """One verified event. `dedupe_key` is unique per source; `payload` is the parsed JSON.
+
+    `ignored` is the reason when the verifier already knows Apex cannot use the event (say, a
+    HubSpot batch element of a shape it does not read): it is stored `ignored`, not processed.
+    """
 
     source: str
     dedupe_key: str
     type: str
     payload: object
     headers: Mapping[str, str] = field(default_factory=dict)
+    ignored: str | None = None

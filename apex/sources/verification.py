@@ -139,3 +139,10 @@ _JSON_KINDS: dict[type, str] = {
     bool: "a boolean",
     type(None): "null",
 }
+
+
+def content_key(value: object) -> str:
+    """A key for an element that carries no natural one: the SHA-256 of its canonical JSON, so
+    the same element sent again is known as the same."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
