@@ -29,6 +29,7 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 bench: $(STAMP) ## benchmarks: print numbers and ratios against a baseline from the same run
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.slowclients
 
 migrate: $(STAMP) ## apply database migrations (DATABASE_URL, default the SQLite file in var/)
 	$(BIN)/alembic upgrade head

@@ -1,14 +1,28 @@
-"""gunicorn settings for the web process (`gunicorn -c config/gunicorn.py "app:create_app()"`)."""
+"""gunicorn settings for the web process (`gunicorn -c config/gunicorn.py "app:create_app()"`).
+
+The settings are loaded here, in the master, before any worker is forked: a missing or malformed
+one stops gunicorn itself with the one-line message (workers that fail to boot would only be
+respawned forever). Threaded workers with a read deadline (config/deadline.py): a slow client
+holds one thread for at most APEX_CLIENT_TIMEOUT, never a whole worker.
+"""
 
 from __future__ import annotations
 
-import os
 import signal
 from types import FrameType
 from typing import Any
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+from config.settings import SettingsError, load_settings
+
+try:
+    settings = load_settings()
+except SettingsError as exc:
+    raise SystemExit(f"web: {exc}") from None
+
+bind = f"0.0.0.0:{settings.port}"
+workers = settings.web_concurrency
+threads = settings.web_threads
+worker_class = "config.deadline.DeadlineWorker"
 graceful_timeout = 25  # inside Heroku's 30 s
 control_socket_disable = True  # gunicorn's default socket path is shared machine-wide
 accesslog = None  # apex.api.requestlog writes one line per request, with its id

@@ -47,6 +47,9 @@ class Settings:
     requeue_after: int = 60  # APEX_REQUEUE_AFTER, seconds a due job may sit before the sweeper
     sweep_interval: int = 60  # APEX_SWEEP_INTERVAL, seconds between sweeps
     max_inbound_body: int = 1024 * 1024  # APEX_MAX_INBOUND_BODY, bytes
+    client_timeout: float = 10.0  # APEX_CLIENT_TIMEOUT, seconds to receive a request in full
+    web_concurrency: int = 2  # WEB_CONCURRENCY, gunicorn worker processes
+    web_threads: int = 32  # WEB_THREADS, threads per gunicorn worker
     stripe_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     github_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     hubspot_client_secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -180,6 +183,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         requeue_after=get("APEX_REQUEUE_AFTER", _positive_int, 60),
         sweep_interval=get("APEX_SWEEP_INTERVAL", _positive_int, 60),
         max_inbound_body=get("APEX_MAX_INBOUND_BODY", _positive_int, 1024 * 1024),
+        client_timeout=get("APEX_CLIENT_TIMEOUT", _positive_float, 10.0),
+        web_concurrency=get("WEB_CONCURRENCY", _positive_int, 2),
+        web_threads=get("WEB_THREADS", _positive_int, 32),
         stripe_webhook_secrets=get("STRIPE_WEBHOOK_SECRET", _csv, ()),
         github_webhook_secrets=get("GITHUB_WEBHOOK_SECRET", _csv, ()),
         hubspot_client_secrets=get("HUBSPOT_CLIENT_SECRET", _csv, ()),

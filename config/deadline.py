@@ -1,0 +1,217 @@
+"""The request-read deadline: gunicorn's threaded worker, with every read of a request (headers and
+body) ending APEX_CLIENT_TIMEOUT seconds after the request's first byte.
+
+A client that trickles its request holds one thread of the worker for as long as it keeps
+sending (gunicorn parses headers in a thread and the app reads the body in one), so without a
+deadline a few slow clients hold every thread. With it, such a client gets `408` with our error
+JSON and its connection closed, and its thread is free again at the deadline (plus a short linger
+so the 408 is not lost to a TCP reset). Idle connections (nothing sent yet) are gunicorn's own
+business: they wait in its poller, not in a thread, after a few seconds.
+
+What happens at the deadline depends on who is reading:
+- gunicorn, parsing headers: the read ends as if the client had closed; the worker answers 408;
+- the app, reading the body: the read raises ClientTimeoutError (a werkzeug 408, so Flask
+  renders it), and `answer_late_requests` makes sure the answer is our 408 JSON;
+- gunicorn, draining an unread body after the answer: a socket timeout; it closes the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+from werkzeug.exceptions import RequestTimeout
+
+from config.settings import load_settings
+
+log = logging.getLogger("apex.request")
+
+LINGER = 0.5  # seconds to read what a cut-off client still sends, so our 408 reaches it
+LINGER_BYTES = 64 * 1024
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class ClientTimeoutError(RequestTimeout):
+    """The client did not deliver its whole request within the deadline."""
+
+
+def timeout_detail(timeout: float) -> str:
+    return f"The request was not received in full within {timeout:g} s"
+
+
+def timeout_body(timeout: float) -> bytes:
+    body = {"code": "request_timeout", "detail": timeout_detail(timeout)}
+    return json.dumps(body).encode() + b"\n"
+
+
+class ReadClock:
+    """A client socket whose reads, while a request is being served, all end by one deadline:
+    `timeout` seconds after the first read of the request. Everything else is the socket's own.
+    """
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        self._sock = sock
+        self.timeout = timeout
+        self.armed = False
+        self.deadline: float | None = None
+        self.request: Any = None  # gunicorn's Request, once its headers are parsed
+        self.answered = False  # the app's answer is written; reads now only drain
+        self.expired = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def start(self) -> None:
+        """A request may begin now; the clock runs from its first read."""
+        self.armed, self.deadline, self.request = True, None, None
+        self.answered = self.expired = False
+
+    def stop(self) -> None:
+        self.armed = False
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        if not self.armed:
+            return self._sock.recv(size, flags)
+        now = time.monotonic()
+        if self.deadline is None:
+            self.deadline = now + self.timeout
+        remaining = self.deadline - now
+        if remaining > 0 and not self.expired:
+            prior = self._sock.gettimeout()  # gunicorn's drain sets its own, maybe shorter
+            self._sock.settimeout(remaining if prior is None else min(prior, remaining))
+            try:
+                return self._sock.recv(size, flags)
+            except TimeoutError:
+                if prior is not None and prior < remaining:
+                    raise
+            finally:
+                self._sock.settimeout(prior)
+        return self._expire()
+
+    def _expire(self) -> bytes:
+        self.expired = True
+        if self.request is None:
+            return b""  # the header parser stops as at a closed connection; the worker answers
+        self.request.force_close()
+        if self.answered:
+            raise TimeoutError("request body not drained within the client deadline")
+        raise ClientTimeoutError(timeout_detail(self.timeout))
+
+    def shut(self) -> None:
+        """End the connection in the calling thread: stop writing, read what is still in flight
+        for a moment (so the peer's TCP does not get a reset ahead of our answer), then shut
+        reading too, so gunicorn's own lingering close (in its main loop) returns at once."""
+        sock = self._sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            ends = time.monotonic() + LINGER
+            drained = 0
+            while drained < LINGER_BYTES and (left := ends - time.monotonic()) > 0:
+                sock.settimeout(left)
+                data = sock.recv(8192)
+                if not data:
+                    break
+                drained += len(data)
+        except OSError:
+            pass
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+
+def answer_late_requests(app: WSGIApp) -> WSGIApp:
+    """WSGI middleware: when the client ran out of time while the app read its body, the answer
+    is our 408 JSON (with the app's request id), whatever the app made of the failed read."""
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        clock = environ.get("gunicorn.socket")
+        if not isinstance(clock, ReadClock):
+            return app(environ, start_response)
+        held: list[list[tuple[str, str]]] = []
+
+        def hold(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if clock.expired:
+                held.append(headers)
+                return lambda _data: None
+            return start_response(status, headers, exc_info)
+
+        result = app(environ, hold)
+        if not held:
+            return result
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        body = timeout_body(clock.timeout)
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        headers += [(k, v) for k, v in held[0] if k.lower() == "x-request-id"]
+        start_response("408 Request Timeout", headers)
+        return [body]
+
+    return wrapped
+
+
+class DeadlineWorker(ThreadWorker):
+    """gunicorn's gthread worker with the read deadline on every plain-TCP connection (behind a
+    platform's router, which ends TLS)."""
+
+    client_timeout = 10.0
+    wsgi: WSGIApp
+
+    def init_process(self) -> None:
+        self.client_timeout = load_settings().client_timeout  # the master checked them already
+        super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi = answer_late_requests(self.wsgi)
+
+    def handle(self, conn: Any) -> Any:
+        if not self.cfg.is_ssl and not isinstance(conn.sock, ReadClock):
+            conn.sock = ReadClock(conn.sock, self.client_timeout)
+        clock = conn.sock if isinstance(conn.sock, ReadClock) else None
+        if clock is None:
+            return super().handle(conn)
+        clock.start()
+        try:
+            result = super().handle(conn)
+        finally:
+            clock.stop()
+        if not clock.expired:
+            return result
+        if clock.request is None:
+            log.info("request not received within %gs -> 408", clock.timeout)
+            self._send_timeout(clock)
+        clock.shut()
+        return False
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        clock = conn.sock if isinstance(conn.sock, ReadClock) else None
+        if clock is not None:
+            clock.request = req
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            if clock is not None:
+                clock.answered = True
+
+    @staticmethod
+    def _send_timeout(clock: ReadClock) -> None:
+        body = timeout_body(clock.timeout)
+        head = (
+            "HTTP/1.1 408 Request Timeout\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        try:
+            clock.settimeout(1.0)
+            clock.sendall(head.encode() + body)
+        except OSError:
+            pass
