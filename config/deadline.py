@@ -183,11 +183,13 @@ class DeadlineWorker(ThreadWorker):
             result = super().handle(conn)
         finally:
             clock.stop()
-        if not clock.expired:
-            return result
-        if clock.request is None:
+        if result is not False and not clock.expired:
+            return result  # kept alive, or handed back to gunicorn's poller to wait for data
+        if clock.expired and clock.request is None:
             log.info("request not received within %gs -> 408", clock.timeout)
             self._send_timeout(clock)
+        # Closing lingers on the socket for what the client still sends: here, in this thread,
+        # not in gunicorn's main loop, where a client trickling on would stall every connection.
         clock.shut()
         return False
 
