@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Public payload corpora the tests run against (npm packages pinned in tests/corpora).
+CORPORA := tests/corpora/node_modules/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help run test lint bench migrate apikey apikeys apikey-revoke clean
@@ -15,10 +17,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
+$(CORPORA): tests/corpora/package.json tests/corpora/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make test needs npm (Node.js) to install the test corpora in tests/corpora; install npm and run make test again" >&2; exit 1; }
+	npm ci --prefix tests/corpora --no-audit --no-fund
+	touch $(CORPORA)
+
 run: $(STAMP) ## run web + worker + scheduler on embedded defaults (http://127.0.0.1:5000)
 	$(BIN)/python -m launcher.run
 
-test: $(STAMP) lint ## lint, type-check and run the whole test suite
+test: $(STAMP) $(CORPORA) lint ## lint, type-check and run the whole test suite
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy

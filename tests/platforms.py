@@ -215,9 +215,8 @@ def intent_succeeded(
 
 def github_body(action: str = "opened") -> bytes:
     """An issues event by octocat."""
-    return body(
-        {"action": action, "sender": {"login": "octocat", "id": 1}, "repository": {"id": 7}}
-    )
+    sender = {"login": "octocat", "id": 1, "type": "User"}
+    return body({"action": action, "sender": sender, "repository": {"id": 7}})
 
 
 def star(

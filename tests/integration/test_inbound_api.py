@@ -187,10 +187,13 @@ def test_github_form_encoded_delivery_is_accepted(client: FlaskClient, app: Flas
     assert stored(app)[0].payload == json.loads(payload)
 
 
-def test_github_same_delivery_id_on_another_hook_is_not_a_duplicate(client: FlaskClient) -> None:
+def test_github_same_body_on_another_hook_or_delivery_is_a_duplicate(client: FlaskClient) -> None:
+    # GitHub signs the body only: the hook and delivery ids are the sender's word (issue 10).
     body = github_body()
     headers = github_headers(body, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
     assert post(client, "github", body, headers).status_code == 202
+    other_hook = {**headers, "X-GitHub-Hook-ID": "4343", "X-GitHub-Delivery": "other"}
+    assert post(client, "github", body, other_hook).status_code == 200
     other_hook = {**headers, "X-GitHub-Hook-ID": "4343"}
     assert post(client, "github", body, other_hook).status_code == 202
 

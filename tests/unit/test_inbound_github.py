@@ -1,4 +1,5 @@
-"""apex.inbound.github.verify: X-Hub-Signature-256 over the raw body, event and delivery headers."""
+"""GitHub verify: X-Hub-Signature-256 over the raw body, event and delivery headers, and a dedupe
+key from the signed payload alone (the headers are not signed)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from apex.errors import BadRequestError, InvalidSignatureError, SourceNotConfiguredError
 from apex.sources.github import verify as github
 from apex.sources.request import RawRequest
+from apex.sources.verification import content_key
 
 VECTORS = json.loads((Path(__file__).parents[1] / "data" / "github_vectors.json").read_text())[
     "vectors"
@@ -80,8 +82,9 @@ def test_accepts_valid_delivery_as_one_event() -> None:
     assert len(events) == 1
     event = events[0]
     assert (event.source, event.type) == ("github", "star")
-    assert event.dedupe_key == f"512345678:{DELIVERY}"
+    assert event.dedupe_key == content_key(json.loads(BODY))
     assert event.payload == json.loads(BODY)
+    assert event.ignored is None
 
 
 def test_keeps_delivery_headers_and_drops_signatures() -> None:
@@ -103,14 +106,43 @@ def test_keeps_delivery_headers_and_drops_signatures() -> None:
 
 
 @pytest.mark.parametrize(
-    ("hook_id", "dedupe_key"),
-    [("512345678", f"512345678:{DELIVERY}"), (None, DELIVERY), ("", DELIVERY)],
-    ids=["with_hook_id", "without_hook_id", "blank_hook_id"],
+    "headers",
+    [
+        {"x_github_delivery": "00000000-0000-0000-0000-000000000001"},
+        {"x_github_hook_id": "999"},
+        {"x_github_hook_id": None},
+        {"x_github_event": "fork"},
+        {
+            "x_github_delivery": "00000000-0000-0000-0000-000000000002",
+            "x_github_hook_id": "1",
+            "x_github_event": "issues",
+        },
+    ],
+    ids=["other_delivery", "other_hook", "no_hook", "other_event", "all_changed"],
 )
-def test_dedupe_key_combines_hook_id_and_delivery_id(hook_id: str | None, dedupe_key: str) -> None:
-    (event,) = github.verify(request(x_github_hook_id=hook_id), [SECRET], NOW)
+def test_unsigned_headers_do_not_change_the_dedupe_key(headers: dict[str, str | None]) -> None:
+    (original,) = github.verify(request(), [SECRET], NOW)
+    (replayed,) = github.verify(request(**headers), [SECRET], NOW)
 
-    assert event.dedupe_key == dedupe_key
+    assert replayed.dedupe_key == original.dedupe_key
+
+
+def test_the_same_payload_form_encoded_has_the_same_dedupe_key() -> None:
+    form = urlencode({"payload": BODY.decode()}).encode()
+    (as_json,) = github.verify(request(), [SECRET], NOW)
+    (as_form,) = github.verify(
+        request(form, content_type="application/x-www-form-urlencoded"), [SECRET], NOW
+    )
+
+    assert as_form.dedupe_key == as_json.dedupe_key
+
+
+def test_another_payload_has_another_dedupe_key() -> None:
+    other = BODY.replace(b"14:03:22", b"14:03:23")
+    (first,) = github.verify(request(), [SECRET], NOW)
+    (second,) = github.verify(request(other), [SECRET], NOW)
+
+    assert first.dedupe_key != second.dedupe_key
 
 
 def test_accepts_ping_like_any_event() -> None:
@@ -173,12 +205,23 @@ def test_rejects_verified_delivery_without_event_or_delivery_header(missing: str
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[1, 2]", b'"star"', b"\xff\xfe{}", b'{"n": NaN}', b"[" * 100_000],
-    ids=["text", "array", "string", "not_utf8", "nan", "nested_too_deep"],
+    [b"not json", b"\xff\xfe{}", b'{"n": NaN}', b"[" * 100_000],
+    ids=["text", "not_utf8", "nan", "nested_too_deep"],
 )
-def test_rejects_verified_body_that_is_not_a_json_object(body: bytes) -> None:
+def test_rejects_verified_body_that_is_not_json(body: bytes) -> None:
     with pytest.raises(BadRequestError):
         github.verify(request(body), [SECRET], NOW)
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [(b"[1, 2]", "an array"), (b'"star"', "a string"), (b"7", "a number"), (b"null", "null")],
+)
+def test_stores_verified_json_that_is_not_an_object_as_ignored(body: bytes, kind: str) -> None:
+    (event,) = github.verify(request(body), [SECRET], NOW)
+
+    assert event.ignored == f"A GitHub payload must be a JSON object, not {kind}"
+    assert event.payload == json.loads(body)
 
 
 def test_reads_form_encoded_payload_field() -> None:
@@ -192,10 +235,10 @@ def test_reads_form_encoded_payload_field() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"zen=hi", b"payload=%7B%7D&payload=%7B%7D", b"payload=%5B%5D", b"payload=\xff"],
-    ids=["no_payload_field", "two_payload_fields", "payload_not_object", "not_ascii"],
+    [b"zen=hi", b"payload=%7B%7D&payload=%7B%7D", b"payload=%7Bx", b"payload=\xff"],
+    ids=["no_payload_field", "two_payload_fields", "payload_not_json", "not_ascii"],
 )
-def test_rejects_form_body_without_one_json_object_payload(body: bytes) -> None:
+def test_rejects_form_body_without_one_json_payload(body: bytes) -> None:
     raw = request(body, content_type="application/x-www-form-urlencoded")
 
     with pytest.raises(BadRequestError):

@@ -1,4 +1,5 @@
-"""extract(): the records HubSpot, Stripe and GitHub events carry (payloads as in the reference)."""
+"""extract(): the records HubSpot and Stripe events carry (payloads as in the reference); GitHub's
+are in test_github_extract.py."""
 
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ PORTAL = 48120977
 JANE_HS = Identity("hubspot", "portal-48120977:90210554101")
 JANE_EMAIL = Identity("email", "jane.doe@acme.io")
 JANE_STRIPE = Identity("stripe", "cus_TAbcJaneDoe01")
-JANE_GH = Identity("github", "41234567")
 
 
 def ms(value: int) -> datetime:
@@ -419,160 +419,6 @@ def test_ignores_stripe_events_it_has_no_use_for() -> None:
 def test_rejects_a_stripe_event_without_data_object() -> None:
     with pytest.raises(ValueError, match=r"data\.object"):
         extract("stripe", "charge.succeeded", {"id": "evt_1", "data": {}}, {})
-
-
-# --- GitHub ---------------------------------------------------------------------------------
-
-SENDER = {"login": "janedoe-dev", "id": 41234567, "type": "User", "site_admin": False}
-REPO = {"id": 812345001, "full_name": "acme-labs/widget"}
-STAR = {
-    "action": "created",
-    "starred_at": "2026-11-26T14:03:22Z",
-    "repository": REPO,
-    "sender": SENDER,
-}
-STARRED = datetime(2026, 11, 26, 14, 3, 22, tzinfo=UTC)
-JANE_GH_CONTACT = Contact(JANE_GH, (JANE_GH,), STARRED, (("login", "janedoe-dev"),))
-
-
-def test_a_star_gives_the_sender_and_a_github_touchpoint() -> None:
-    assert extract("github", "star", STAR, {}) == [
-        JANE_GH_CONTACT,
-        Touchpoint(
-            "github:star:812345001:41234567", (JANE_GH,), "github", "acme-labs/widget", STARRED
-        ),
-    ]
-
-
-def test_star_and_watch_of_one_starring_share_the_touchpoint_key() -> None:
-    watch = {"action": "started", "repository": REPO, "sender": SENDER}
-    records = extract("github", "watch", watch, {}, received_at=RECEIVED)
-    star_keys = [r.key for r in extract("github", "star", STAR, {}) if isinstance(r, Touchpoint)]
-    assert [r.key for r in records if isinstance(r, Touchpoint)] == star_keys
-    assert records[0].at == RECEIVED
-
-
-@pytest.mark.parametrize(
-    ("event_type", "payload", "touch_key"),
-    [
-        (
-            "fork",
-            {
-                "forkee": {"id": 912345777, "created_at": "2026-11-26T14:10:05Z"},
-                "repository": REPO,
-                "sender": SENDER,
-            },
-            "github:fork:912345777",
-        ),
-        (
-            "issues",
-            {
-                "action": "opened",
-                "issue": {"id": 3012345678, "created_at": "2026-11-26T15:00:00Z"},
-                "repository": REPO,
-                "sender": SENDER,
-            },
-            "github:issues:3012345678",
-        ),
-        (
-            "pull_request",
-            {
-                "action": "opened",
-                "number": 57,
-                "pull_request": {"id": 2212345678, "created_at": "2026-11-26T16:00:00Z"},
-                "repository": REPO,
-                "sender": SENDER,
-            },
-            "github:pull_request:2212345678",
-        ),
-        (
-            "issues",
-            {
-                "action": "closed",
-                "issue": {"id": 3012345678, "updated_at": "2026-11-27T09:00:00Z"},
-                "repository": REPO,
-                "sender": SENDER,
-            },
-            None,
-        ),
-    ],
-    ids=["fork", "issue opened", "pull request opened", "issue closed: the sender only"],
-)
-def test_github_activity_by_the_sender(
-    event_type: str, payload: dict[str, Any], touch_key: str | None
-) -> None:
-    records = extract("github", event_type, payload, {})
-    assert records[0] == Contact(JANE_GH, (JANE_GH,), records[0].at, (("login", "janedoe-dev"),))
-    assert [r.key for r in records if isinstance(r, Touchpoint)] == (
-        [touch_key] if touch_key else []
-    )
-
-
-@pytest.mark.parametrize(
-    ("email", "linked"),
-    [("Jane.Doe@acme.io", True), ("41234567+janedoe-dev@users.noreply.github.com", False)],
-)
-def test_a_sender_email_is_linked_unless_noreply(email: str, linked: bool) -> None:
-    star = {**STAR, "sender": {**SENDER, "email": email, "name": "Jane Doe"}}
-    person = extract("github", "star", star, {})[0]
-    assert isinstance(person, Contact)
-    assert (JANE_EMAIL in person.identities) is linked
-    assert ("name", "Jane Doe") in person.properties
-
-
-def test_push_gives_commit_author_emails_except_noreply() -> None:
-    push = {
-        "ref": "refs/heads/main",
-        "head_commit": {"timestamp": "2026-11-26T17:00:00+01:00"},
-        "commits": [
-            {
-                "author": {
-                    "name": "Jane Doe",
-                    "email": "jane.doe@acme.io",
-                    "username": "janedoe-dev",
-                },
-                "timestamp": "2026-11-26T17:00:00+01:00",
-            },
-            {"author": {"name": "Bot", "email": "noreply@github.com", "username": "web-flow"}},
-            {"author": {"name": "Ann", "email": "ann@example.org"}},
-            {"author": {"name": "Jane Doe", "email": "JANE.DOE@acme.io"}},
-        ],
-        "sender": SENDER,
-    }
-    records = extract("github", "push", push, {})
-    at = datetime(2026, 11, 26, 16, 0, tzinfo=UTC)
-    ann = Identity("email", "ann@example.org")
-    assert records == [
-        Contact(
-            JANE_EMAIL,
-            (JANE_EMAIL, JANE_GH),
-            at,
-            (("email", "jane.doe@acme.io"), ("name", "Jane Doe")),
-        ),
-        Contact(ann, (ann,), at, (("email", "ann@example.org"), ("name", "Ann"))),
-    ]
-
-
-@pytest.mark.parametrize(
-    ("event_type", "payload"),
-    [
-        ("ping", {"zen": "Design for failure.", "hook_id": 1, "sender": SENDER}),
-        ("star", {**STAR, "action": "deleted", "starred_at": None}),
-        ("star", {**STAR, "sender": {**SENDER, "type": "Bot"}}),
-        ("release", {"action": "published", "sender": SENDER}),
-    ],
-    ids=["ping", "unstar", "bot", "unused event"],
-)
-def test_ignores_github_events_that_say_nothing_about_a_person(
-    event_type: str, payload: dict[str, Any]
-) -> None:
-    assert extract("github", event_type, payload, {}, received_at=RECEIVED) == []
-
-
-def test_an_undated_github_event_needs_the_received_time() -> None:
-    watch = {"action": "started", "repository": REPO, "sender": SENDER}
-    with pytest.raises(ValueError, match="no time"):
-        extract("github", "watch", watch, {})
 
 
 def test_rejects_an_unknown_source() -> None:

@@ -8,9 +8,10 @@ from urllib.parse import parse_qs
 from apex.errors import BadRequestError, InvalidSignatureError
 from apex.sources.request import InboundEvent, RawRequest
 from apex.sources.verification import (
+    content_key,
     hmac_sha256,
     matches_any,
-    parse_json_object,
+    parse_json,
     require_header,
     usable_secrets,
 )
@@ -35,14 +36,17 @@ FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 def verify(request: RawRequest, secrets: Sequence[str], now: float) -> list[InboundEvent]:
     """Verify a GitHub delivery and return its one event, `ping` included.
 
-    Any of `secrets` may have signed it. GitHub signs no timestamp, so `now` is unused; replays are
-    caught by the dedupe key, "<hook id>:<delivery id>" (the delivery id alone without a hook id),
-    since GitHub keeps the delivery id on redelivery but may reuse it across hooks.
+    Any of `secrets` may have signed it. GitHub signs neither a timestamp nor its headers, so
+    `now` is unused and the dedupe key is the SHA-256 of the signed payload's canonical JSON:
+    changing the unsigned X-GitHub-Delivery, X-GitHub-Event or X-GitHub-Hook-ID of a captured
+    delivery does not make it new, and GitHub's own redelivery (the same payload under the same
+    delivery id) is a duplicate. The delivery id is kept in the stored headers for display.
     A hook configured with the form content type sends the JSON in the `payload` field.
+    A verified payload that is JSON but not an object is stored `ignored` with the reason.
 
     Raises InvalidSignatureError (no X-Hub-Signature-256, even when the SHA-1 X-Hub-Signature is
     there, or no match), BadRequestError (missing X-GitHub-Event or X-GitHub-Delivery, or the
-    payload is not a JSON object), SourceNotConfiguredError (no usable secret).
+    body is not JSON), SourceNotConfiguredError (no usable secret).
     """
     keys = usable_secrets(secrets, NAME)
     if not request.header(SIGNATURE_HEADER) and request.header(SHA1_SIGNATURE_HEADER):
@@ -55,23 +59,27 @@ def verify(request: RawRequest, secrets: Sequence[str], now: float) -> list[Inbo
         raise InvalidSignatureError(f"{SIGNATURE_HEADER} does not match the body")
 
     event_type = require_header(request, EVENT_HEADER, BadRequestError)
-    delivery_id = require_header(request, DELIVERY_HEADER, BadRequestError)
-    hook_id = (request.header(HOOK_ID_HEADER) or "").strip()
+    require_header(request, DELIVERY_HEADER, BadRequestError)
+    payload = _payload(request)
+    ignored = None
+    if not isinstance(payload, dict):
+        ignored = f"A GitHub payload must be a JSON object, not {_kind(payload)}"
     return [
         InboundEvent(
             source=NAME,
-            dedupe_key=f"{hook_id}:{delivery_id}" if hook_id else delivery_id,
+            dedupe_key=content_key(payload),
             type=event_type,
-            payload=_payload(request),
+            payload=payload,
             headers=_kept_headers(request),
+            ignored=ignored,
         )
     ]
 
 
-def _payload(request: RawRequest) -> dict[str, object]:
+def _payload(request: RawRequest) -> object:
     content_type = (request.header("Content-Type") or "").partition(";")[0].strip().lower()
     if content_type != FORM_CONTENT_TYPE:
-        return parse_json_object(request.body, "A GitHub payload")
+        return parse_json(request.body)
     try:
         fields = parse_qs(request.body.decode("ascii"), keep_blank_values=True)
     except UnicodeDecodeError:
@@ -79,7 +87,19 @@ def _payload(request: RawRequest) -> dict[str, object]:
     values = fields.get("payload", [])
     if len(values) != 1:
         raise BadRequestError("A form-encoded GitHub delivery needs exactly one payload field")
-    return parse_json_object(values[0], "A GitHub payload")
+    return parse_json(values[0])
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
 
 
 def _kept_headers(request: RawRequest) -> dict[str, str]:
