@@ -53,6 +53,7 @@ class Settings:
     stripe_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     github_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     hubspot_client_secrets: tuple[str, ...] = field(default=(), repr=False)
+    hubspot_legacy_signatures: bool = False  # APEX_HUBSPOT_LEGACY_SIGNATURES: also v1/v2
     hubspot_access_token: str | None = field(default=None, repr=False)  # HUBSPOT_ACCESS_TOKEN
     hubspot_api_base: str = "https://api.hubapi.com"  # HUBSPOT_API_BASE
     stripe_api_key: str | None = field(default=None, repr=False)  # STRIPE_API_KEY
@@ -70,6 +71,10 @@ class Settings:
             "github": self.github_webhook_secrets,
             "hubspot": self.hubspot_client_secrets,
         }.get(source, ())
+
+    def legacy_signatures(self, source: str) -> bool:
+        """Whether `source`'s legacy signature schemes (replayable: no timestamp) are accepted."""
+        return source == "hubspot" and self.hubspot_legacy_signatures
 
 
 def _flag(value: str) -> bool:
@@ -189,6 +194,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         stripe_webhook_secrets=get("STRIPE_WEBHOOK_SECRET", _csv, ()),
         github_webhook_secrets=get("GITHUB_WEBHOOK_SECRET", _csv, ()),
         hubspot_client_secrets=get("HUBSPOT_CLIENT_SECRET", _csv, ()),
+        hubspot_legacy_signatures=get("APEX_HUBSPOT_LEGACY_SIGNATURES", _flag, False),
         hubspot_access_token=get("HUBSPOT_ACCESS_TOKEN", str, None),
         hubspot_api_base=get("HUBSPOT_API_BASE", _base_url, "https://api.hubapi.com"),
         stripe_api_key=get("STRIPE_API_KEY", str, None),

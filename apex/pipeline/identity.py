@@ -19,7 +19,14 @@ from apex.errors import NotFoundError
 from apex.ids import new_id
 from apex.pagination import newest_first, split_page
 from apex.pipeline import attribution
-from apex.pipeline.records import IDENTITY_KINDS, Identity, Property, Versioned, normalise_email
+from apex.pipeline.records import (
+    HUBSPOT_COMPANY,
+    IDENTITY_KINDS,
+    Identity,
+    Property,
+    Versioned,
+    normalise_email,
+)
 from apex.pipeline.tables import (
     conversions,
     fit,
@@ -267,15 +274,40 @@ def profile(
     identities: Sequence[Identity], stated: Mapping[Identity, Mapping[str, Versioned]]
 ) -> Profile:
     """A lead's email, name and company: per field, the newest value any of its objects states.
-    A name is "name", or "first_name last_name" as of the newer of the two. Without an email
-    property, the first email identity."""
+    A name is "name", or "first_name last_name" as of the newer of the two. A company is the
+    "company" an object states, or the name of a company it is associated with (a HubSpot
+    contact's "company:<key>" link, if `stated` holds that company). Without an email property,
+    the first email identity."""
     objects = [stated.get(identity, {}) for identity in identities]
     emails = sorted(i.value for i in identities if i.kind == "email")
     return Profile(
         email=_newest(o.get("email") for o in objects) or (emails[0] if emails else None),
         name=_newest(_name(o) for o in objects),
-        company=_newest(o.get("company") for o in objects),
+        company=_newest(c for o in objects for c in _companies(o, stated)),
     )
+
+
+def _companies(
+    stated: Mapping[str, Versioned], everything: Mapping[Identity, Mapping[str, Versioned]]
+) -> list[Versioned | None]:
+    """The company an object states, and the names of the live companies it is linked to."""
+    found = [stated.get("company")]
+    for link in _company_links([stated]):
+        company = everything.get(link, {})
+        deleted = company.get("deleted")
+        if deleted is None or not deleted.value:
+            found.append(company.get("name"))
+    return found
+
+
+def _company_links(objects: Iterable[Mapping[str, Versioned]]) -> list[Identity]:
+    """The companies these objects are associated with now ("company:<key>" set, not removed)."""
+    return [
+        Identity(HUBSPOT_COMPANY, name.removeprefix("company:"))
+        for stated in objects
+        for name, version in sorted(stated.items())
+        if name.startswith("company:") and version.value
+    ]
 
 
 def _name(stated: Mapping[str, Versioned]) -> Versioned | None:
@@ -359,6 +391,7 @@ def load(conn: Connection, lead_ids: Iterable[str]) -> dict[str, Lead]:
     ).all()
     owned = _identity_rows(conn, [row.id for row in rows])
     stated = properties(conn, [i for found in owned.values() for i in found])
+    stated.update(properties(conn, _company_links(stated.values())))
     summaries = attribution.summaries(conn, [row.id for row in rows])
     loaded: dict[str, Lead] = {}
     for row in rows:

@@ -10,6 +10,7 @@ IDENTITY_KINDS = ("email", "hubspot", "stripe", "github")
 
 # Objects that carry versioned properties without identifying a person.
 HUBSPOT_DEAL = "hubspot_deal"
+HUBSPOT_COMPANY = "hubspot_company"
 
 Property = tuple[str, str | None]
 """A property a record states: (name, value); None means the source cleared or removed it."""
@@ -89,8 +90,8 @@ class Refund:
 
 @dataclass(frozen=True)
 class Deal:
-    """Properties of a CRM deal at `at`: stage, amount, currency, deleted, and `contact:<id>`
-    ("1" while associated with that HubSpot contact, None once removed)."""
+    """Properties of a CRM deal at `at`: stage, amount, currency, deleted, `contact:<id>`
+    ("1" while associated with that HubSpot contact, None once removed) and `company:<id>`."""
 
     key: str
     at: datetime
@@ -105,7 +106,18 @@ class Erasure:
     at: datetime
 
 
-Record = Contact | Touchpoint | Payment | Refund | Deal | Erasure
+@dataclass(frozen=True)
+class Company:
+    """Properties of a CRM company at `at`: name, deleted, and `contact:<id>` ("1" while
+    associated with that HubSpot contact, None once removed). Its contacts' leads show its name
+    (a contact states the link as its own property `company:<key>`)."""
+
+    key: str
+    at: datetime
+    properties: tuple[Property, ...] = ()
+
+
+Record = Contact | Touchpoint | Payment | Refund | Deal | Company | Erasure
 
 
 def normalise_email(value: object) -> str | None:

@@ -20,7 +20,9 @@ from apex.events import publish
 from apex.pipeline import attribution, goals, identity
 from apex.pipeline.extract import extract
 from apex.pipeline.records import (
+    HUBSPOT_COMPANY,
     HUBSPOT_DEAL,
+    Company,
     Contact,
     Deal,
     Erasure,
@@ -189,6 +191,8 @@ def _apply(conn: Connection, record: Record, now: datetime, changes: _Changes) -
         )
     elif isinstance(record, Deal):
         _apply_deal(conn, record, changes)
+    elif isinstance(record, Company):
+        _apply_company(conn, record, changes)
     elif isinstance(record, Erasure):
         erased = identity.erase(conn, record.subject, record.at, now)
         changes.touched.update([erased] if erased else [])
@@ -207,6 +211,18 @@ def _apply_contact(conn: Connection, record: Contact, now: datetime, changes: _C
     if touch is not None:
         key = f"{record.subject.kind}:{record.subject.value}"
         attribution.record_touch(conn, lead_id, key, touch, replace=True)
+
+
+def _apply_company(conn: Connection, record: Company, changes: _Changes) -> None:
+    """Store what HubSpot says of a company; the leads of its contacts (those associated now
+    or before) are settled again, so they show its name as it is now."""
+    company = Identity(HUBSPOT_COMPANY, record.key)
+    identity.record_properties(conn, company, record.properties, record.at)
+    stated = identity.properties(conn, [company]).get(company, {})
+    contacts = [name.removeprefix("contact:") for name in stated if name.startswith("contact:")]
+    for contact in sorted(contacts):
+        owner = identity.owner_of(conn, Identity("hubspot", contact))
+        changes.touched.update([owner] if owner else [])
 
 
 def _apply_deal(conn: Connection, record: Deal, changes: _Changes) -> None:

@@ -41,3 +41,6 @@ class Source:
     verify: Verifier
     extract: Extractor
     build_enricher: EnricherFactory
+    # `verify` that also accepts the source's legacy signature schemes, used in its place when
+    # the operator allows them (Settings.legacy_signatures, e.g. APEX_HUBSPOT_LEGACY_SIGNATURES).
+    verify_legacy: Verifier | None = None

@@ -278,9 +278,33 @@ def test_hubspot_v3_query_string_is_signed_as_sent(client: FlaskClient) -> None:
     assert response.status_code == 202, response.json
 
 
-def test_hubspot_v1_legacy_signature_is_accepted(client: FlaskClient) -> None:
+def test_hubspot_v1_legacy_signature_is_refused_by_default(
+    client: FlaskClient, app: Flask, redis_conn: Redis
+) -> None:
     body = hubspot_body()
-    assert post(client, "hubspot", body, hubspot_v1_headers(body)).status_code == 202
+    response = post(client, "hubspot", body, hubspot_v1_headers(body))
+    assert_refused(response, 401, "invalid_signature", app, redis_conn)
+    assert "APEX_HUBSPOT_LEGACY_SIGNATURES" in response.json["detail"]
+
+
+def test_hubspot_v1_legacy_signature_is_accepted_when_allowed(app: Flask) -> None:
+    rt = app.extensions["apex"]
+    allowed = replace(rt.settings, hubspot_legacy_signatures=True)
+    app.extensions["apex"] = replace(rt, settings=allowed)
+    body = hubspot_body()
+    assert post(app.test_client(), "hubspot", body, hubspot_v1_headers(body)).status_code == 202
+
+
+def test_hubspot_verified_json_that_is_not_an_array_is_stored_ignored(
+    client: FlaskClient, app: Flask
+) -> None:
+    body = b'{"eventId": 1}'
+    response = post(client, "hubspot", body, hubspot_v3_headers(body))
+
+    assert response.status_code == 202, response.json
+    (row,) = stored(app)
+    assert (row.status, row.payload) == ("ignored", {"eventId": 1})
+    assert row.reason and "no subscriptionType" in row.reason
 
 
 def test_chunked_body_within_the_limit_is_accepted(client: FlaskClient) -> None:
@@ -418,9 +442,8 @@ def test_source_without_a_secret_is_503(app: Flask, redis_conn: Redis) -> None:
         ("stripe", b"not json", stripe_headers),
         ("github", b"not json", github_headers),
         ("hubspot", b"{not json", hubspot_v3_headers),
-        ("hubspot", b'{"eventId": 1}', hubspot_v3_headers),
     ],
-    ids=["stripe", "github", "hubspot", "hubspot_object_not_array"],
+    ids=["stripe", "github", "hubspot"],
 )
 def test_verified_body_that_is_not_the_json_expected_is_400(
     client: FlaskClient, app: Flask, redis_conn: Redis, source: str, body: bytes, sign: Any

@@ -1,4 +1,5 @@
-"""apex.inbound.hubspot.verify: signature v3, legacy v1/v2, and the batched array body."""
+"""apex.sources.hubspot.verify: signature v3, legacy v1/v2 (only when allowed), and the batched
+body whose every element is stored."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from typing import Any
 import pytest
 
 from apex.errors import BadRequestError, InvalidSignatureError, SourceNotConfiguredError
+from apex.sources.hubspot import SOURCE
 from apex.sources.hubspot import verify as hubspot
-from apex.sources.request import RawRequest
+from apex.sources.request import InboundEvent, RawRequest
+from apex.sources.verification import content_key
 
 VECTORS = json.loads((Path(__file__).parents[1] / "data" / "hubspot_vectors.json").read_text())[
     "vectors"
@@ -106,18 +109,40 @@ def vector_now(vector: dict[str, Any]) -> float:
     return int(vector.get("timestamp", NOW_MS)) / 1000
 
 
+def legacy_allowed(vector: dict[str, Any]) -> bool:
+    return vector["version"] != "v3"
+
+
 @pytest.mark.parametrize("vector", VECTORS, ids=[vector["name"] for vector in VECTORS])
 def test_published_vector_passes_signature_check(vector: dict[str, Any]) -> None:
     raw = vector_request(vector)
+    secrets, now = [vector["client_secret"]], vector_now(vector)
 
     if vector["expect"] == "events":
-        events = hubspot.verify(raw, [vector["client_secret"]], vector_now(vector))
+        events = hubspot.verify(raw, secrets, now, legacy_signatures=legacy_allowed(vector))
         assert [event.payload for event in events] == json.loads(vector["body"])
+        assert all(event.ignored is None for event in events)
+    elif vector["expect"] == "not_array":
+        # A verified JSON body that is not an array is one element, stored ignored.
+        (event,) = hubspot.verify(raw, secrets, now, legacy_signatures=legacy_allowed(vector))
+        assert event.payload == json.loads(vector["body"])
+        assert event.ignored and "no subscriptionType" in event.ignored
     else:
         # Failing on the body shows the signature was accepted.
-        reason = "not valid JSON" if vector["expect"] == "not_json" else "JSON array"
-        with pytest.raises(BadRequestError, match=reason):
-            hubspot.verify(raw, [vector["client_secret"]], vector_now(vector))
+        with pytest.raises(BadRequestError, match="not valid JSON"):
+            hubspot.verify(raw, secrets, now, legacy_signatures=legacy_allowed(vector))
+
+
+@pytest.mark.parametrize(
+    "vector",
+    [vector for vector in VECTORS if vector["version"] != "v3"],
+    ids=[vector["name"] for vector in VECTORS if vector["version"] != "v3"],
+)
+def test_refuses_a_published_legacy_vector_unless_legacy_signatures_are_allowed(
+    vector: dict[str, Any],
+) -> None:
+    with pytest.raises(InvalidSignatureError, match="APEX_HUBSPOT_LEGACY_SIGNATURES=1"):
+        hubspot.verify(vector_request(vector), [vector["client_secret"]], vector_now(vector))
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[vector["name"] for vector in VECTORS])
@@ -125,13 +150,24 @@ def test_rejects_published_vector_with_tampered_body(vector: dict[str, Any]) -> 
     raw = vector_request(vector, body=vector["body"] + " ")
 
     with pytest.raises(InvalidSignatureError, match="does not match"):
-        hubspot.verify(raw, [vector["client_secret"]], vector_now(vector))
+        hubspot.verify(raw, [vector["client_secret"]], vector_now(vector), legacy_signatures=True)
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[vector["name"] for vector in VECTORS])
 def test_rejects_published_vector_with_wrong_secret(vector: dict[str, Any]) -> None:
     with pytest.raises(InvalidSignatureError, match="does not match"):
-        hubspot.verify(vector_request(vector), [OLD_SECRET], vector_now(vector))
+        hubspot.verify(
+            vector_request(vector), [OLD_SECRET], vector_now(vector), legacy_signatures=True
+        )
+
+
+def test_the_source_verifies_v3_only_and_its_legacy_verifier_also_v1_and_v2() -> None:
+    assert SOURCE.verify is hubspot.verify
+    assert SOURCE.verify_legacy is not None
+    with pytest.raises(InvalidSignatureError, match="refused unless"):
+        SOURCE.verify(legacy_request("v1"), [SECRET], NOW)
+    assert len(SOURCE.verify_legacy(legacy_request("v1"), [SECRET], NOW)) == 2
+    assert len(SOURCE.verify_legacy(v3_request(), [SECRET], NOW)) == 2
 
 
 def test_v3_signs_the_uri_with_listed_escapes_decoded() -> None:
@@ -230,21 +266,28 @@ def test_rejects_signature_older_or_newer_than_tolerance(signed_at_ms: int, acce
     ids=["v3_first", "v3_second", "v1_second", "v2_second", "blank_secret_skipped"],
 )
 def test_accepts_signature_from_any_rolling_secret(secrets: list[str], raw: RawRequest) -> None:
-    assert hubspot.verify(raw, secrets, NOW)
+    assert hubspot.verify(raw, secrets, NOW, legacy_signatures=True)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "V2"])
-def test_accepts_legacy_signature_when_v3_is_absent(version: str) -> None:
-    assert len(hubspot.verify(legacy_request(version), [SECRET], NOW)) == 2
+def test_accepts_legacy_signature_when_v3_is_absent_and_legacy_is_allowed(version: str) -> None:
+    assert len(hubspot.verify(legacy_request(version), [SECRET], NOW, legacy_signatures=True)) == 2
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_refuses_a_valid_legacy_signature_by_default(version: str) -> None:
+    # v1 signs neither time nor URL: a captured request would replay forever.
+    with pytest.raises(InvalidSignatureError, match="Missing X-HubSpot-Signature-v3"):
+        hubspot.verify(legacy_request(version), [SECRET], NOW)
 
 
 def test_v2_signature_covers_method_and_uri_but_v1_does_not() -> None:
     v1 = replace(legacy_request("v1"), method="PUT", url=URL + "?moved=1")
     v2 = replace(legacy_request("v2"), method="PUT", url=URL + "?moved=1")
 
-    assert hubspot.verify(v1, [SECRET], NOW)
+    assert hubspot.verify(v1, [SECRET], NOW, legacy_signatures=True)
     with pytest.raises(InvalidSignatureError):
-        hubspot.verify(v2, [SECRET], NOW)
+        hubspot.verify(v2, [SECRET], NOW, legacy_signatures=True)
 
 
 @pytest.mark.parametrize(
@@ -287,7 +330,7 @@ def test_v2_signature_covers_method_and_uri_but_v1_does_not() -> None:
 )
 def test_rejects_bad_or_missing_signature(raw: RawRequest, reason: str) -> None:
     with pytest.raises(InvalidSignatureError, match=reason) as caught:
-        hubspot.verify(raw, [SECRET], NOW)
+        hubspot.verify(raw, [SECRET], NOW, legacy_signatures=True)
     assert SECRET not in caught.value.detail
     assert "jane.doe" not in caught.value.detail
 
@@ -301,7 +344,9 @@ def test_bad_v3_never_falls_back_to_a_valid_legacy_signature() -> None:
     }
 
     with pytest.raises(InvalidSignatureError, match="X-HubSpot-Signature-v3"):
-        hubspot.verify(RawRequest("POST", URL, headers, BODY), [SECRET], NOW)
+        hubspot.verify(
+            RawRequest("POST", URL, headers, BODY), [SECRET], NOW, legacy_signatures=True
+        )
 
 
 def test_valid_v3_wins_over_a_stale_legacy_signature() -> None:
@@ -312,39 +357,150 @@ def test_valid_v3_wins_over_a_stale_legacy_signature() -> None:
 
 
 @pytest.mark.parametrize(
-    ("batch", "reason"),
+    "batch",
+    ["not json", "", "[1", '[{"a": NaN}]', "\ufeff[]"],
+    ids=["text", "empty", "truncated", "nan", "byte_order_mark"],
+)
+def test_rejects_a_verified_body_that_is_not_json(batch: str) -> None:
+    with pytest.raises(BadRequestError, match="not valid JSON"):
+        hubspot.verify(v3_request(batch.encode()), [SECRET], NOW)
+
+
+def verified(*elements: object) -> list[InboundEvent]:
+    return hubspot.verify(v3_request(json.dumps(list(elements)).encode()), [SECRET], NOW)
+
+
+ASSOCIATION = {
+    "eventId": 5519002733,
+    "subscriptionId": 2841013,
+    "portalId": 48120977,
+    "appId": 3310452,
+    "occurredAt": 1764252001000,
+    "subscriptionType": "deal.associationChange",
+    "attemptNumber": 0,
+    "changeSource": "CRM_UI",
+    "associationType": "DEAL_TO_CONTACT",
+    "fromObjectId": 31887406213,
+    "toObjectId": 90210554101,
+    "associationRemoved": False,
+    "isPrimaryAssociation": False,
+}
+
+
+@pytest.mark.parametrize(
+    "subscription",
     [
-        ("not json", "not valid JSON"),
-        ("", "not valid JSON"),
-        (json.dumps(BATCH[0]), "JSON array"),
-        ("[1]", "event 0 is not a JSON object"),
-        (json.dumps([BATCH[0], "x"]), "event 1 is not a JSON object"),
-        (json.dumps([dict(BATCH[0], eventId=None)]), "'eventId'"),
-        (json.dumps([dict(BATCH[0], eventId=True)]), "'eventId'"),
-        (json.dumps([dict(BATCH[0], subscriptionId=[1])]), "'subscriptionId'"),
-        (json.dumps([{k: v for k, v in BATCH[0].items() if k != "objectId"}]), "'objectId'"),
-        (json.dumps([dict(BATCH[0], occurredAt="")]), "'occurredAt'"),
-        (json.dumps([dict(BATCH[0], subscriptionType=None)]), "'subscriptionType'"),
-    ],
-    ids=[
-        "text",
-        "empty",
-        "object_not_array",
-        "number_element",
-        "string_element",
-        "null_event_id",
-        "boolean_event_id",
-        "list_subscription_id",
-        "no_object_id",
-        "empty_occurred_at",
-        "no_subscription_type",
+        "contact.associationChange",
+        "deal.associationChange",
+        "company.associationChange",
+        "object.associationChange",
     ],
 )
-def test_rejects_verified_body_that_is_not_an_array_of_events(batch: str, reason: str) -> None:
-    body = batch.encode()
+def test_an_association_change_is_keyed_by_its_two_objects(subscription: str) -> None:
+    (event,) = verified(dict(ASSOCIATION, subscriptionType=subscription))
 
-    with pytest.raises(BadRequestError, match=reason):
-        hubspot.verify(v3_request(body), [SECRET], NOW)
+    assert event.ignored is None
+    assert event.type == subscription
+    assert event.dedupe_key == "48120977:2841013:5519002733:31887406213>90210554101:1764252001000"
+
+
+def test_both_sides_of_an_association_without_subscription_ids_are_two_events() -> None:
+    bare = {key: value for key, value in ASSOCIATION.items() if key != "subscriptionId"}
+    contact_side = dict(
+        bare,
+        subscriptionType="contact.associationChange",
+        associationType="CONTACT_TO_DEAL",
+        fromObjectId=ASSOCIATION["toObjectId"],
+        toObjectId=ASSOCIATION["fromObjectId"],
+    )
+
+    events = verified(bare, contact_side)
+
+    assert [event.dedupe_key for event in events] == [
+        "48120977:deal.associationChange:5519002733:31887406213>90210554101:1764252001000",
+        "48120977:contact.associationChange:5519002733:90210554101>31887406213:1764252001000",
+    ]
+    assert all(event.ignored is None for event in events)
+
+
+def test_the_docs_event_type_spelling_types_the_event() -> None:
+    element = {key: value for key, value in BATCH[1].items() if key != "subscriptionType"}
+
+    (event,) = verified(dict(element, eventType="contact.propertyChange"))
+
+    assert (event.type, event.ignored) == ("contact.propertyChange", None)
+    assert event.dedupe_key == "48120977:2841002:1950336821:90210554101:1764165600123"
+
+
+@pytest.mark.parametrize(
+    "element",
+    [
+        {key: value for key, value in BATCH[0].items() if key != "eventId"},
+        dict(BATCH[0], eventId=None),
+        dict(BATCH[0], eventId=True),
+        dict(BATCH[0], eventId=1.5),
+        dict(BATCH[0], occurredAt=""),
+        dict(BATCH[0], objectId=[1]),
+        dict(BATCH[0], objectId="x" * 65),
+        {key: value for key, value in ASSOCIATION.items() if key != "toObjectId"},
+    ],
+    ids=[
+        "no_event_id",
+        "null_event_id",
+        "boolean_event_id",
+        "fractional_event_id",
+        "empty_occurred_at",
+        "list_object_id",
+        "overlong_object_id",
+        "association_without_its_target",
+    ],
+)
+def test_an_element_without_its_natural_key_is_keyed_by_its_content(
+    element: dict[str, Any],
+) -> None:
+    (event,) = verified(element)
+
+    assert event.dedupe_key == content_key(element)
+    assert event.ignored is None  # the extractor decides whether it carries anything
+
+
+@pytest.mark.parametrize(
+    ("element", "reason"),
+    [
+        (1, "is not a JSON object"),
+        ("x", "is not a JSON object"),
+        (None, "is not a JSON object"),
+        ([BATCH[0]], "is not a JSON object"),
+        (dict(BATCH[0], eventId=9, subscriptionType=None), "no subscriptionType"),
+        (dict(BATCH[0], eventId=9, subscriptionType=""), "no subscriptionType"),
+        ({}, "no subscriptionType"),
+    ],
+    ids=["number", "string", "null", "nested_array", "null_type", "empty_type", "empty_object"],
+)
+def test_an_element_apex_cannot_use_is_stored_ignored_with_the_reason(
+    element: object, reason: str
+) -> None:
+    events = verified(BATCH[0], element)
+
+    assert events[0].ignored is None
+    assert events[1].payload == element
+    assert events[1].dedupe_key != events[0].dedupe_key
+    assert events[1].ignored is not None and reason in events[1].ignored
+    assert "element 1" in events[1].ignored
+
+
+@pytest.mark.parametrize(
+    ("body", "ignored"),
+    [(BATCH[0], False), ({"example_field": "example_value"}, True), (7, True), (None, True)],
+    ids=["one_event", "other_object", "number", "null"],
+)
+def test_a_verified_json_body_that_is_not_an_array_is_one_element(
+    body: object, ignored: bool
+) -> None:
+    (event,) = hubspot.verify(v3_request(json.dumps(body).encode()), [SECRET], NOW)
+
+    assert event.payload == body
+    assert (event.ignored is not None) is ignored
 
 
 @pytest.mark.parametrize("secrets", [[], [""], ["  "]], ids=["none", "empty", "blank"])

@@ -1,5 +1,5 @@
-"""extract(): the records HubSpot and Stripe events carry (payloads as in the reference); GitHub's
-are in test_github_extract.py."""
+"""extract(): the records Stripe events carry (payloads as in the reference); GitHub's are in
+test_github_extract.py, HubSpot's in test_hubspot_extract.py."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ import pytest
 from apex.pipeline.extract import extract
 from apex.pipeline.records import (
     Contact,
-    Deal,
-    Erasure,
     Identity,
     Payment,
-    Record,
     Refund,
     Touchpoint,
     normalise_email,
@@ -36,190 +33,7 @@ def unix(value: int) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-# --- HubSpot --------------------------------------------------------------------------------
-
-
-def hubspot(subscription: str, **fields: Any) -> dict[str, Any]:
-    event = {
-        "eventId": 1950336821,
-        "subscriptionId": 2841002,
-        "portalId": PORTAL,
-        "appId": 3310452,
-        "occurredAt": 1764165600123,
-        "subscriptionType": subscription,
-        "attemptNumber": 0,
-        "objectId": 90210554101,
-        "changeSource": "FORM",
-    }
-    event.update(fields)
-    return event
-
-
-AT = ms(1764165600123)
-
-HUBSPOT_CASES: list[tuple[str, dict[str, Any], list[Record]]] = [
-    (
-        "contact creation",
-        hubspot("contact.creation", changeFlag="CREATED"),
-        [Contact(JANE_HS, (JANE_HS,), AT, (("created", "hubspot"),))],
-    ),
-    (
-        "email arrives as a property change, normalised and linked",
-        hubspot("contact.propertyChange", propertyName="email", propertyValue=" Jane.Doe@ACME.io "),
-        [Contact(JANE_HS, (JANE_HS, JANE_EMAIL), AT, (("email", "jane.doe@acme.io"),))],
-    ),
-    (
-        "a cleared email clears the property and links nothing",
-        hubspot("contact.propertyChange", propertyName="email", propertyValue=""),
-        [Contact(JANE_HS, (JANE_HS,), AT, (("email", None),))],
-    ),
-    (
-        "first name",
-        hubspot("contact.propertyChange", propertyName="firstname", propertyValue="Jane"),
-        [Contact(JANE_HS, (JANE_HS,), AT, (("first_name", "Jane"),))],
-    ),
-    (
-        "analytics source",
-        hubspot(
-            "contact.propertyChange",
-            propertyName="hs_analytics_source",
-            propertyValue="PAID_SEARCH",
-        ),
-        [Contact(JANE_HS, (JANE_HS,), AT, (("analytics_source", "PAID_SEARCH"),))],
-    ),
-    (
-        "UTM campaign",
-        hubspot("contact.propertyChange", propertyName="utm_campaign", propertyValue="spring"),
-        [Contact(JANE_HS, (JANE_HS,), AT, (("utm_campaign", "spring"),))],
-    ),
-    (
-        "a property the pipeline does not use",
-        hubspot("contact.propertyChange", propertyName="phone", propertyValue="+49 30 1234"),
-        [],
-    ),
-    (
-        "generic object subscription for contacts",
-        hubspot(
-            "object.propertyChange",
-            objectTypeId="0-1",
-            propertyName="company",
-            propertyValue="Acme",
-        ),
-        [Contact(JANE_HS, (JANE_HS,), AT, (("company", "Acme"),))],
-    ),
-    (
-        "merge links the merged contacts to the primary",
-        hubspot(
-            "contact.merge",
-            primaryObjectId=90210554101,
-            mergedObjectIds=[90210559999],
-            newObjectId=90210554101,
-        ),
-        [
-            Contact(
-                JANE_HS,
-                (JANE_HS, Identity("hubspot", "portal-48120977:90210559999")),
-                AT,
-            )
-        ],
-    ),
-    ("deletion", hubspot("contact.deletion"), [Erasure(JANE_HS, AT)]),
-    ("privacy deletion", hubspot("contact.privacyDeletion"), [Erasure(JANE_HS, AT)]),
-    (
-        "deal creation",
-        hubspot("deal.creation", objectId=31887406213),
-        [Deal("portal-48120977:31887406213", AT)],
-    ),
-    (
-        "deal stage",
-        hubspot(
-            "deal.propertyChange",
-            objectId=31887406213,
-            propertyName="dealstage",
-            propertyValue="closedwon",
-        ),
-        [Deal("portal-48120977:31887406213", AT, (("stage", "closedwon"),))],
-    ),
-    (
-        "deal amount, kept as the string HubSpot sends",
-        hubspot(
-            "deal.propertyChange",
-            objectId=31887406213,
-            propertyName="amount",
-            propertyValue="12000",
-        ),
-        [Deal("portal-48120977:31887406213", AT, (("amount", "12000"),))],
-    ),
-    (
-        "deal deletion",
-        hubspot("deal.deletion", objectId=31887406213),
-        [Deal("portal-48120977:31887406213", AT, (("deleted", "1"),))],
-    ),
-    (
-        "deal to contact association: the contact and the link",
-        hubspot(
-            "deal.associationChange",
-            objectId=31887406213,
-            associationType="DEAL_TO_CONTACT",
-            fromObjectId=31887406213,
-            toObjectId=90210554101,
-            associationRemoved=False,
-        ),
-        [
-            Contact(JANE_HS, (JANE_HS,), AT),
-            Deal("portal-48120977:31887406213", AT, ((f"contact:{JANE_HS.value}", "1"),)),
-        ],
-    ),
-    (
-        "contact to deal association removed",
-        hubspot(
-            "contact.associationChange",
-            associationType="CONTACT_TO_DEAL",
-            fromObjectId=90210554101,
-            toObjectId=31887406213,
-            associationRemoved=True,
-        ),
-        [Deal("portal-48120977:31887406213", AT, ((f"contact:{JANE_HS.value}", None),))],
-    ),
-    (
-        "contact to company association is not ours",
-        hubspot(
-            "contact.associationChange",
-            associationType="CONTACT_TO_COMPANY",
-            fromObjectId=1,
-            toObjectId=2,
-        ),
-        [],
-    ),
-    ("company events are not ours", hubspot("company.creation"), []),
-]
-
-
-@pytest.mark.parametrize(
-    ("event", "expected"),
-    [case[1:] for case in HUBSPOT_CASES],
-    ids=[case[0] for case in HUBSPOT_CASES],
-)
-def test_extracts_hubspot_events(event: dict[str, Any], expected: list[Record]) -> None:
-    assert extract("hubspot", event["subscriptionType"], event, {}) == expected
-
-
-def test_a_hubspot_batch_gives_the_records_of_each_event_in_order() -> None:
-    batch = [
-        hubspot("contact.creation"),
-        hubspot("contact.propertyChange", propertyName="email", propertyValue="jane.doe@acme.io"),
-    ]
-    records = extract("hubspot", "contact.creation", batch, {})
-    assert [type(r) for r in records] == [Contact, Contact]
-    assert JANE_EMAIL in records[1].identities  # type: ignore[union-attr]
-
-
-@pytest.mark.parametrize("missing", ["occurredAt", "objectId"])
-def test_rejects_a_hubspot_event_without_its_required_fields(missing: str) -> None:
-    event = hubspot("contact.creation")
-    del event[missing]
-    with pytest.raises(ValueError, match=missing):
-        extract("hubspot", "contact.creation", event, {})
+# HubSpot's are in test_hubspot_extract.py.
 
 
 # --- Stripe ---------------------------------------------------------------------------------

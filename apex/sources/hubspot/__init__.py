@@ -3,4 +3,6 @@
 from apex.sources.hubspot import enrich, extract, verify
 from apex.sources.source import Source
 
-SOURCE = Source(verify.NAME, verify.verify, extract.extract, enrich.build)
+SOURCE = Source(
+    verify.NAME, verify.verify, extract.extract, enrich.build, verify.verify_with_legacy
+)

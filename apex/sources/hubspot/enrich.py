@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from apex.pipeline.records import Contact, Deal, Record
+from apex.pipeline.records import Company, Contact, Deal, Property, Record
 from apex.sources.enrichment import Answer, Calls, JsonApi, completed, new_properties
-from apex.sources.hubspot.extract import CONTACT_PROPERTIES, DEAL_PROPERTIES
+from apex.sources.hubspot.extract import COMPANY_PROPERTIES, CONTACT_PROPERTIES, DEAL_PROPERTIES
 
 if TYPE_CHECKING:
     from config import Settings
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 class HubSpotEnricher:
     """Contacts get their email, name, company, lifecycle stage, analytics source and UTM
-    properties; deals their stage, amount and currency."""
+    properties; deals their stage, amount and currency; companies their name."""
 
     def __init__(self, api: JsonApi) -> None:
         self._api = api
@@ -25,7 +25,9 @@ class HubSpotEnricher:
         if isinstance(record, Contact) and record.subject.kind == "hubspot":
             return self._contact(record)
         if isinstance(record, Deal):
-            return self._deal(record)
+            return replace(record, properties=self._object("deals", record, DEAL_PROPERTIES))
+        if isinstance(record, Company):
+            return replace(record, properties=self._object("companies", record, COMPANY_PROPERTIES))
         return record
 
     def close(self) -> None:
@@ -43,17 +45,19 @@ class HubSpotEnricher:
             record, [(ours, found.get(theirs)) for theirs, ours in CONTACT_PROPERTIES.items()]
         )
 
-    def _deal(self, record: Deal) -> Deal:
+    def _object(
+        self, path: str, record: Deal | Company, names: Mapping[str, str]
+    ) -> tuple[Property, ...]:
+        """The record's properties, plus those of `names` the objects API has and it lacks."""
         object_id = _object_id(record.key)
         if object_id is None:
-            return record
-        params = {"properties": ",".join(DEAL_PROPERTIES)}
-        found = _properties(self._api.get(f"crm/v3/objects/deals/{object_id}", record.at, params))
+            return record.properties
+        params = {"properties": ",".join(names)}
+        found = _properties(self._api.get(f"crm/v3/objects/{path}/{object_id}", record.at, params))
         added = new_properties(
-            record.properties,
-            [(ours, found.get(theirs)) for theirs, ours in DEAL_PROPERTIES.items()],
+            record.properties, [(ours, found.get(theirs)) for theirs, ours in names.items()]
         )
-        return replace(record, properties=record.properties + added) if added else record
+        return record.properties + added
 
 
 def build(settings: Settings, calls: Calls) -> HubSpotEnricher | None:

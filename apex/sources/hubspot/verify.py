@@ -1,22 +1,23 @@
-"""HubSpot's inbound schemes: signature v3 (HMAC, timestamped), legacy v1 and v2 (plain SHA-256)."""
+"""HubSpot's inbound schemes: signature v3 (HMAC, timestamped); legacy v1 and v2 (plain SHA-256,
+replayable) only when the operator allows them; every element of a verified batch is stored."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from apex.errors import BadRequestError, InvalidSignatureError
+from apex.errors import InvalidSignatureError
 from apex.sources.request import InboundEvent, RawRequest
 from apex.sources.verification import (
     check_timestamp,
+    content_key,
     hmac_sha256,
     matches_any,
     parse_json,
     parse_unix_time,
     require_header,
-    required_string,
     usable_secrets,
 )
 
@@ -46,40 +47,57 @@ _V3_URI_DECODED = {
 _V3_URI_ESCAPE = re.compile("|".join(_V3_URI_DECODED))
 
 # Together they identify one event of a batch: HubSpot says eventId alone is not unique.
-# portalId (the tenant) tells apart the portals of a public app, but only it may be absent.
-_KEY_FIELDS = ("portalId", "subscriptionId", "eventId", "objectId", "occurredAt")
-_OPTIONAL_KEY_FIELDS = frozenset({"portalId"})
+# portalId (the tenant) and subscriptionId may be absent (captured deliveries lack the latter).
+_KEY_PART = re.compile(r"[0-9A-Za-z_.-]{1,64}")
+LEGACY_SETTING = "APEX_HUBSPOT_LEGACY_SIGNATURES"
 
 
-def verify(request: RawRequest, secrets: Sequence[str], now: float) -> list[InboundEvent]:
-    """Verify a HubSpot delivery and return one event per element of its JSON array body.
+def verify(
+    request: RawRequest, secrets: Sequence[str], now: float, legacy_signatures: bool = False
+) -> list[InboundEvent]:
+    """Verify a HubSpot delivery and return one event per element of its JSON body.
 
-    With `X-HubSpot-Signature-v3`: base64 HMAC-SHA256 of method + URI + body + timestamp, the URI
+    `X-HubSpot-Signature-v3`: base64 HMAC-SHA256 of method + URI + body + timestamp, the URI
     being `request.url` with HubSpot's listed escapes decoded, and the millisecond timestamp within
-    TOLERANCE of `now` either way. A bad v3 never falls back to the legacy header. Without it:
-    `X-HubSpot-Signature` as `X-HubSpot-Signature-Version` says, v1 = hex SHA-256 of secret + body,
-    v2 = hex SHA-256 of secret + method + URI + body (URI as sent). Any of `secrets` may match.
+    TOLERANCE of `now` either way. Only with `legacy_signatures` (APEX_HUBSPOT_LEGACY_SIGNATURES)
+    does a request without v3 fall back to `X-HubSpot-Signature` as `X-HubSpot-Signature-Version`
+    says: v1 = hex SHA-256 of secret + body, v2 = hex SHA-256 of secret + method + URI + body (URI
+    as sent). Neither carries a timestamp, so a captured request replays forever: off by default.
+    A bad v3 never falls back. Any of `secrets` may match.
 
-    Each event is keyed "portalId:subscriptionId:eventId:objectId:occurredAt" and typed by its
-    subscriptionType. An empty array gives no events.
+    Content never refuses a verified delivery: the body is a JSON array of events (a single
+    value is taken as a batch of one). Each element is typed by its `subscriptionType` (or the
+    `eventType` the docs' examples spell) and keyed "portalId:subscriptionId:eventId:object:
+    occurredAt" (object: objectId, or fromObjectId>toObjectId), or by content_key() when it lacks
+    eventId, occurredAt or an object id. An element that is not an object or has no type is
+    returned `ignored` with the reason. An empty array gives no events.
 
-    Raises InvalidSignatureError (headers missing or malformed, unknown legacy version, no match,
-    timestamp outside the tolerance), BadRequestError (the body is not a JSON array of objects
-    carrying those fields), SourceNotConfiguredError (no usable secret).
+    Raises InvalidSignatureError (headers missing or malformed, legacy scheme not allowed or
+    unknown, no match, timestamp outside the tolerance), BadRequestError (the body is not JSON),
+    SourceNotConfiguredError (no usable secret).
     """
     keys = usable_secrets(secrets, NAME)
     if request.header(V3_SIGNATURE_HEADER) is not None:
         _verify_v3(request, keys, now)
-    elif request.header(LEGACY_SIGNATURE_HEADER) is not None:
+    elif request.header(LEGACY_SIGNATURE_HEADER) is not None and legacy_signatures:
         _verify_legacy(request, keys)
-    else:
+    elif request.header(LEGACY_SIGNATURE_HEADER) is not None:
         raise InvalidSignatureError(
-            f"Missing {V3_SIGNATURE_HEADER} (or legacy {LEGACY_SIGNATURE_HEADER}) header"
+            f"Missing {V3_SIGNATURE_HEADER} header; legacy {LEGACY_SIGNATURE_HEADER} (v1/v2, "
+            f"replayable) is refused unless {LEGACY_SETTING}=1"
         )
+    else:
+        raise InvalidSignatureError(f"Missing {V3_SIGNATURE_HEADER} header")
     batch = parse_json(request.body)
-    if not isinstance(batch, list):
-        raise BadRequestError("A HubSpot delivery must be a JSON array of events")
-    return [_event(index, item) for index, item in enumerate(batch)]
+    elements = batch if isinstance(batch, list) else [batch]
+    return [_event(index, item) for index, item in enumerate(elements)]
+
+
+def verify_with_legacy(
+    request: RawRequest, secrets: Sequence[str], now: float
+) -> list[InboundEvent]:
+    """verify() that also accepts the legacy v1/v2 signatures (APEX_HUBSPOT_LEGACY_SIGNATURES=1)."""
+    return verify(request, secrets, now, legacy_signatures=True)
 
 
 def _verify_v3(request: RawRequest, keys: list[str], now: float) -> None:
@@ -109,22 +127,53 @@ def _verify_legacy(request: RawRequest, keys: list[str]) -> None:
         raise InvalidSignatureError(f"{LEGACY_SIGNATURE_HEADER} ({version}) does not match")
 
 
+def event_type(item: Mapping[str, object]) -> str | None:
+    """An element's type: `subscriptionType`, else `eventType` (the docs' example spelling)."""
+    for field in ("subscriptionType", "eventType"):
+        value = item.get(field)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
 def _event(index: int, item: object) -> InboundEvent:
-    what = f"HubSpot event {index}"
+    what = f"HubSpot element {index} of the batch"
     if not isinstance(item, dict):
-        raise BadRequestError(f"{what} is not a JSON object")
+        return InboundEvent(
+            source=NAME,
+            dedupe_key=content_key(item),
+            type="unknown",
+            payload=item,
+            ignored=f"{what} is not a JSON object, not a HubSpot event",
+        )
+    subscription = event_type(item)
     return InboundEvent(
         source=NAME,
-        dedupe_key=":".join(_key_part(item, field, what) for field in _KEY_FIELDS),
-        type=required_string(item, "subscriptionType", what),
+        dedupe_key=_natural_key(item, subscription) or content_key(item),
+        type=subscription or "unknown",
         payload=item,
+        ignored=None if subscription else f"{what} has no subscriptionType (or eventType)",
     )
 
 
-def _key_part(item: dict[str, object], field: str, what: str) -> str:
-    value = item.get(field)
-    if value is None and field in _OPTIONAL_KEY_FIELDS:
-        return ""
-    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
-        raise BadRequestError(f"{what} has no {field!r} number or string")
-    return str(value)
+def _natural_key(item: Mapping[str, object], subscription: str | None) -> str | None:
+    """portalId:subscriptionId:eventId:object:occurredAt, or None when the element lacks its
+    eventId, occurredAt or object ids (or they are not short numbers or names)."""
+    event, occurred = _part(item.get("eventId")), _part(item.get("occurredAt"))
+    target = _part(item.get("objectId"))
+    if target is None:
+        source, sink = _part(item.get("fromObjectId")), _part(item.get("toObjectId"))
+        target = f"{source}>{sink}" if source and sink else None
+    if event is None or occurred is None or target is None:
+        return None
+    # Without a subscription id the type tells apart the two sides of one association change.
+    subscription_id = _part(item.get("subscriptionId")) or subscription or ""
+    portal = _part(item.get("portalId")) or ""
+    return ":".join((portal, subscription_id, event, target, occurred))
+
+
+def _part(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    text = str(value)
+    return text if _KEY_PART.fullmatch(text) else None
