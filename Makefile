@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The venv's own installers, pinned past the old ones `python -m venv` bundles (known CVEs).
+VENV_TOOLS := pip==26.3 setuptools==84.2.1
 # Public payload corpora the tests run against (npm packages pinned in tests/corpora).
 CORPORA := tests/corpora/node_modules/.installed
 
@@ -14,6 +16,7 @@ help: ## list the targets
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade $(VENV_TOOLS)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 

@@ -41,8 +41,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         ),
         box=SecretBox(settings.secret_key),
     )
-    # Behind Heroku's router: trust one hop of X-Forwarded-Proto/Host for the public URL.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    # Behind Heroku's router: trust one hop of X-Forwarded-Proto/Host for the public URL, and of
+    # X-Forwarded-For for the client address that failed authentications are counted under.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     init_api(app)
     init_cli(app)
     return app

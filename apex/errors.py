@@ -51,6 +51,16 @@ class ValidationFailedError(ApexError):
     status, code = 422, "validation_failed"
 
 
+class TooManyRequestsError(ApexError):
+    """Too many failed attempts from one client; `retry_after` is in whole seconds."""
+
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class SourceNotConfiguredError(ApexError):
     status, code = 503, "source_not_configured"
 

@@ -13,6 +13,7 @@ T = TypeVar("T")
 
 DEFAULT_DATABASE_URL = "sqlite:///var/apex.db"
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+MIN_API_KEY_LENGTH = 24  # a configured key shorter than this is refused unless APEX_ALLOW_WEAK_KEYS
 
 
 class SettingsError(Exception):
@@ -25,6 +26,8 @@ class Settings:
     secret_key: str = field(repr=False)  # APEX_SECRET_KEY, required: a Fernet key
     database_url: str = DEFAULT_DATABASE_URL  # DATABASE_URL
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # APEX_API_KEYS, comma-separated
+    allow_weak_keys: bool = False  # APEX_ALLOW_WEAK_KEYS: accept API keys under 24 characters
+    auth_failures_per_minute: int = 20  # APEX_AUTH_FAILURES_PER_MINUTE per client address, 0: off
     port: int = 5000  # PORT
     allow_http: bool = False  # APEX_ALLOW_HTTP
     allow_private_destinations: bool = False  # APEX_ALLOW_PRIVATE_DESTINATIONS
@@ -111,6 +114,26 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"expected 0 or a positive integer, got {value!r}")
+    return number
+
+
+def _strong_keys(value: str) -> tuple[str, ...]:
+    """Comma-separated keys, none guessable; the message counts characters, never shows a key."""
+    keys = _csv(value)
+    for position, key in enumerate(keys, start=1):
+        if len(key) < MIN_API_KEY_LENGTH:
+            raise ValueError(
+                f"key {position} of {len(keys)} has {len(key)} characters, at least "
+                f"{MIN_API_KEY_LENGTH} are required (create a stored key with `make apikey`, "
+                "or set APEX_ALLOW_WEAK_KEYS=1 for a local trial)"
+            )
+    return keys
+
+
 def _fernet_key(value: str) -> str:
     try:
         raw = base64.urlsafe_b64decode(value.encode())
@@ -165,11 +188,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise SettingsError(f"{name} is required but not set")
         return parse_value(name, raw, parse)
 
+    allow_weak_keys = get("APEX_ALLOW_WEAK_KEYS", _flag, False)
+    api_keys: tuple[str, ...] = get("APEX_API_KEYS", _csv if allow_weak_keys else _strong_keys, ())
     return Settings(
         redis_url=required("REDIS_URL", str),
         secret_key=required("APEX_SECRET_KEY", _fernet_key),
         database_url=get("DATABASE_URL", _database_url, DEFAULT_DATABASE_URL),
-        api_keys=get("APEX_API_KEYS", _csv, ()),
+        api_keys=api_keys,
+        allow_weak_keys=allow_weak_keys,
+        auth_failures_per_minute=get("APEX_AUTH_FAILURES_PER_MINUTE", _non_negative_int, 20),
         port=get("PORT", _positive_int, 5000),
         allow_http=get("APEX_ALLOW_HTTP", _flag, False),
         allow_private_destinations=get("APEX_ALLOW_PRIVATE_DESTINATIONS", _flag, False),

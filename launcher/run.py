@@ -38,6 +38,9 @@ def dev_environment() -> dict[str, str]:
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Development serves this machine only; the Procfile's 0.0.0.0 is for a platform's router.
     env.setdefault("GUNICORN_CMD_ARGS", f"--bind 127.0.0.1:{env['PORT']}")
+    # A local trial may configure a short key (APEX_API_KEYS=apex_key_abc123): it serves only
+    # this machine. Deployed, keys under 24 characters stop the boot.
+    env.setdefault("APEX_ALLOW_WEAK_KEYS", "1")
     # Metrics of web, worker and scheduler processes add up through files in this folder.
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", str((VAR / "prometheus").resolve()))
     return env

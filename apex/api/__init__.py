@@ -16,9 +16,12 @@ from apex.api import (
     metrics,
     webhooks,
 )
+from apex.api.auth import authenticate_first
 from apex.api.dashboard import init_dashboard
 from apex.api.errors import ErrorSchema, register_error_handlers
+from apex.api.headers import init_security_headers
 from apex.api.requestlog import init_request_log
+from apex.api.throttle import init_throttle
 from apex.errors import BadRequestError
 
 BLUEPRINTS = [
@@ -61,6 +64,8 @@ def init_api(app: Flask) -> None:
         OPENAPI_JSON_PATH="openapi.json",
     )
     init_request_log(app)  # first, so every response (even a 401 from /rq) has its id
+    init_security_headers(app)
+    init_throttle(app)
     api = ApexApi(app)
     api.spec.components.security_scheme(
         "apiKey", {"type": "apiKey", "in": "header", "name": "x-api-key"}
@@ -73,5 +78,6 @@ def init_api(app: Flask) -> None:
     app.register_blueprint(docs.bp)
     app.register_blueprint(metrics.bp)
     init_dashboard(app)
+    app.before_request(authenticate_first)  # a missing key is 401 before the body is judged
     app.before_request(_require_json_body)
     register_error_handlers(app)  # after Api(), so ours replace flask-smorest's

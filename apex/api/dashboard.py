@@ -20,9 +20,8 @@ from rq import Queue
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Forbidden, Unauthorized
 
-from apex.api.auth import presented_key
+from apex.api.auth import authenticate, basic_password, presented_key
 from apex.api.runtime import Runtime, runtime
-from apex.apikeys import is_valid_key
 from workers.jobs import QUEUES
 
 PREFIX = "/rq"
@@ -56,13 +55,14 @@ def init_dashboard(app: Flask) -> None:
 def guard_dashboard() -> None:
     """A before_request hook for every path under /rq.
 
-    Raises Unauthorized (401 with `WWW-Authenticate: Basic`) without a valid API key, and
-    Forbidden (403) for a state-changing request that is not same-origin.
+    Raises Unauthorized (401 with `WWW-Authenticate: Basic`) without a valid API key,
+    TooManyRequestsError (429) for an address over its failure limit, and Forbidden (403) for a
+    state-changing request that is not same-origin.
     """
     if request.path != PREFIX and not request.path.startswith(PREFIX + "/"):
         return
     rt = runtime()
-    if not is_valid_key(rt.engine, rt.settings.api_keys, presented_key()):
+    if not authenticate(presented_key() or basic_password()):
         raise Unauthorized(
             "The dashboard needs an API key: as the password of HTTP Basic (any username), "
             "or as x-api-key",

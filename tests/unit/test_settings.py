@@ -9,6 +9,7 @@ from config import SettingsError, load_settings
 
 KEY = generate_key()
 BASE = {"REDIS_URL": "redis://127.0.0.1:6379/0", "APEX_SECRET_KEY": KEY}
+STRONG_KEY = "apex_" + "s3cr3t" * 4  # 29 characters
 
 
 def test_defaults() -> None:
@@ -26,7 +27,13 @@ def test_heroku_postgres_scheme_is_accepted() -> None:
 
 def test_lists_and_flags_are_coerced() -> None:
     s = load_settings(
-        {**BASE, "APEX_API_KEYS": "a, b,,c", "APEX_ALLOW_HTTP": "1", "APEX_RETRY_SCHEDULE": "1,2"}
+        {
+            **BASE,
+            "APEX_API_KEYS": "a, b,,c",
+            "APEX_ALLOW_WEAK_KEYS": "1",
+            "APEX_ALLOW_HTTP": "1",
+            "APEX_RETRY_SCHEDULE": "1,2",
+        }
     )
     assert s.api_keys == ("a", "b", "c")
     assert s.allow_http is True
@@ -43,6 +50,9 @@ def test_lists_and_flags_are_coerced() -> None:
         ({**BASE, "DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({**BASE, "APEX_RETRY_SCHEDULE": "5,-1"}, "APEX_RETRY_SCHEDULE"),
         ({**BASE, "APEX_ALLOW_HTTP": "maybe"}, "APEX_ALLOW_HTTP"),
+        ({**BASE, "APEX_ALLOW_WEAK_KEYS": "maybe"}, "APEX_ALLOW_WEAK_KEYS"),
+        ({**BASE, "APEX_AUTH_FAILURES_PER_MINUTE": "-1"}, "APEX_AUTH_FAILURES_PER_MINUTE"),
+        ({**BASE, "APEX_AUTH_FAILURES_PER_MINUTE": "many"}, "APEX_AUTH_FAILURES_PER_MINUTE"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -51,7 +61,41 @@ def test_bad_settings_name_the_variable(env: dict[str, str], variable: str) -> N
 
 
 def test_secrets_are_not_in_repr() -> None:
-    s = load_settings(
-        {**BASE, "APEX_API_KEYS": "topsecretkey", "STRIPE_WEBHOOK_SECRET": "whsec_zz"}
+    s = load_settings({**BASE, "APEX_API_KEYS": STRONG_KEY, "STRIPE_WEBHOOK_SECRET": "whsec_zz"})
+    assert STRONG_KEY not in repr(s) and KEY not in repr(s) and "whsec_zz" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    ["a", "apex_key_abc123", STRONG_KEY + ",x", "x" * 23],
+    ids=["one-letter", "seed-example", "one-weak-of-two", "23-characters"],
+)
+def test_short_api_keys_stop_the_boot_with_one_line(keys: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({**BASE, "APEX_API_KEYS": keys})
+
+    message = str(raised.value)
+    assert message.startswith("APEX_API_KEYS is malformed: key ")
+    assert "at least 24" in message and "APEX_ALLOW_WEAK_KEYS=1" in message
+    assert "\n" not in message
+    leakable = [key for key in keys.split(",") if len(key) > 3]  # "a" is in any sentence
+    assert all(key not in message for key in leakable), "a key leaked into the message"
+
+
+def test_a_24_character_key_is_accepted() -> None:
+    assert load_settings({**BASE, "APEX_API_KEYS": "k" * 24}).api_keys == ("k" * 24,)
+
+
+def test_weak_keys_are_accepted_for_a_local_trial() -> None:
+    s = load_settings({**BASE, "APEX_API_KEYS": "apex_key_abc123", "APEX_ALLOW_WEAK_KEYS": "1"})
+    assert s.api_keys == ("apex_key_abc123",) and s.allow_weak_keys is True
+
+
+def test_auth_failure_limit_defaults_to_20_and_0_turns_it_off() -> None:
+    assert load_settings(BASE).auth_failures_per_minute == 20
+    assert (
+        load_settings({**BASE, "APEX_AUTH_FAILURES_PER_MINUTE": "0"}).auth_failures_per_minute == 0
     )
-    assert "topsecretkey" not in repr(s) and KEY not in repr(s) and "whsec_zz" not in repr(s)
+    assert (
+        load_settings({**BASE, "APEX_AUTH_FAILURES_PER_MINUTE": "5"}).auth_failures_per_minute == 5
+    )

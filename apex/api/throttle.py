@@ -1,0 +1,119 @@
+"""The failed-authentication throttle: failures counted per client address in Redis, so every
+gunicorn worker and every web host shares one count, and an address over the limit gets 429.
+
+A window opens at an address's first failure and lasts a minute; past `limit` failures in it,
+the address is refused until it closes. A refused address is refused whatever key it sends:
+checking the key first would tell a guesser which guess was right, leaving guesses unlimited.
+Successes are never counted, so a client that authenticates is never refused for its traffic.
+Redis being unreachable never refuses anyone (the throttle fails open) and never raises.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import time
+
+from flask import Flask, Response, current_app, request
+from redis import Redis
+from redis.exceptions import RedisError
+
+from apex.api.errors import handle_apex_error
+from apex.api.runtime import Runtime
+from apex.errors import TooManyRequestsError
+
+log = logging.getLogger("apex.api.throttle")
+
+WINDOW_SECONDS = 60
+KEY_PREFIX = "apex:auth-failures:"
+# After a Redis error, skip Redis this long: a hung Redis would otherwise add its socket timeout
+# to every authenticated request.
+PAUSE_AFTER_ERROR = 5.0
+EXTENSION = "apex.auth_throttle"
+
+
+class AuthThrottle:
+    """Counts failed authentications per client address; `limit` failures per window, 0: off."""
+
+    def __init__(self, redis: Redis, limit: int) -> None:
+        self.redis = redis
+        self.limit = limit
+        self._paused_until = 0.0
+
+    def refuse_if_over(self, address: str) -> None:
+        """Raises TooManyRequestsError (with the seconds until the window closes) when `address`
+        has failed `limit` times in its window. Never raises anything else."""
+        if not self._active():
+            return
+        key = KEY_PREFIX + address
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.pttl(key)
+                count, pttl = pipe.execute()
+        except RedisError as exc:
+            self._pause(exc)
+            return
+        if count is None or int(count) < self.limit:
+            return
+        # pttl is -1 only if the expiry were lost; the window then counts as just opened.
+        retry_after = math.ceil(pttl / 1000) if pttl > 0 else WINDOW_SECONDS
+        raise TooManyRequestsError(
+            f"Too many failed authentications from this address: retry in {retry_after} s",
+            retry_after=max(retry_after, 1),
+        )
+
+    def record_failure(self, address: str) -> None:
+        """Count one failed authentication of `address`. Never raises."""
+        if not self._active():
+            return
+        key = KEY_PREFIX + address
+        try:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(key, 0, ex=WINDOW_SECONDS, nx=True)  # opens the window
+                pipe.incr(key)
+                pipe.execute()
+        except RedisError as exc:
+            self._pause(exc)
+
+    def _active(self) -> bool:
+        return self.limit > 0 and time.monotonic() >= self._paused_until
+
+    def _pause(self, exc: RedisError) -> None:
+        log.warning(
+            "auth throttle: Redis unreachable (%s), not throttling for %.0f s",
+            type(exc).__name__,
+            PAUSE_AFTER_ERROR,
+        )
+        self._paused_until = time.monotonic() + PAUSE_AFTER_ERROR
+
+
+def client_address() -> str:
+    """The address failures are counted under: the peer after ProxyFix (one trusted hop). IPv6
+    counts per /64, the block one subscriber usually holds; anything unparsable shares one."""
+    try:
+        address = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return "unknown"
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def auth_throttle() -> AuthThrottle:
+    throttle: AuthThrottle = current_app.extensions[EXTENSION]
+    return throttle
+
+
+def _render_too_many(exc: TooManyRequestsError) -> Response:
+    response = handle_apex_error(exc)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def init_throttle(app: Flask) -> None:
+    """Give `app` (created by create_app) its throttle and the 429's Retry-After header."""
+    rt: Runtime = app.extensions["apex"]
+    app.extensions[EXTENSION] = AuthThrottle(rt.redis, rt.settings.auth_failures_per_minute)
+    app.register_error_handler(TooManyRequestsError, _render_too_many)
