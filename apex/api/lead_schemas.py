@@ -36,6 +36,15 @@ class LeadSchema(Schema):
     identities = fields.List(fields.Nested(IdentitySchema))
     revenue = fields.Integer(metadata={"description": "Net of refunds, in minor units"})
     currency = fields.String(allow_none=True, metadata={"example": "usd"})
+    revenueByCurrency = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        metadata={
+            "description": "Net revenue in each currency the lead paid in (never added up); "
+            "`revenue` is the entry of `currency`",
+            "example": {"usd": 4900, "eur": 1000},
+        },
+    )
     conversions = fields.Integer()
     firstTouch = fields.Nested(TouchSchema, allow_none=True)
     lastTouch = fields.Nested(TouchSchema, allow_none=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
@@ -61,14 +61,16 @@ class Credit:
 
 @dataclass(frozen=True)
 class Summary:
-    """A lead's attribution: net revenue in its currency (that of its first conversion),
-    conversions (refunds do not count), first and last touch."""
+    """A lead's attribution: net revenue in its currency (that of its first conversion), net
+    revenue per currency (amounts in different currencies are never added up), conversions
+    (refunds do not count), first and last touch."""
 
     revenue: int
     currency: str | None
     conversions: int
     first_touch: Touch | None
     last_touch: Touch | None
+    revenue_by_currency: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -162,12 +164,16 @@ def summarize(touches: Iterable[Touch], sales: Iterable[Sale]) -> Summary:
     ordered = _ordered(touches)
     by_time = sorted(sales, key=lambda s: (not s.counts, s.at, s.currency))
     currency = by_time[0].currency if by_time else None
+    per_currency: dict[str, int] = {}
+    for sale in by_time:
+        per_currency[sale.currency] = per_currency.get(sale.currency, 0) + sale.amount
     return Summary(
-        revenue=sum(s.amount for s in by_time if s.currency == currency),
+        revenue=per_currency.get(currency, 0) if currency else 0,
         currency=currency,
         conversions=sum(1 for s in by_time if s.counts),
         first_touch=ordered[0] if ordered else None,
         last_touch=ordered[-1] if ordered else None,
+        revenue_by_currency=dict(sorted(per_currency.items())),
     )
 
 
@@ -202,6 +208,20 @@ def deal_terms(properties: Mapping[str, Versioned]) -> DealTerms | None:
     if not minor or not contacts:
         return None
     return DealTerms(minor, currency, contacts[0][1], stage.at)
+
+
+def taken_back(properties: Mapping[str, Versioned]) -> int:
+    """What a payment lost, from its stored parts (see records.Refund): the larger of its
+    running total of refunds ("refunded") and the sum of its refunds ("refund:<id>"), plus its
+    lost disputes ("dispute:<id>"). Values that are not amounts count 0."""
+
+    def amount(version: Versioned | None) -> int:
+        value = version.value if version else None
+        return int(value) if value and value.isdigit() else 0
+
+    refunds = sum(amount(v) for name, v in properties.items() if name.startswith("refund:"))
+    disputes = sum(amount(v) for name, v in properties.items() if name.startswith("dispute:"))
+    return max(amount(properties.get("refunded")), refunds) + disputes
 
 
 def touch_from_properties(default_source: str, properties: Mapping[str, Versioned]) -> Touch | None:
@@ -258,8 +278,12 @@ def record_touch(conn: Connection, lead_id: str, key: str, touch: Touch, replace
 
 def record_payment(
     conn: Connection, lead_id: str | None, key: str, amount: int, currency: str, at: datetime
-) -> None:
-    """Count the payment `key` once: a payment described again is ignored."""
+) -> set[str]:
+    """Count the payment `key` once, at the largest amount captured any description states
+    (captures only grow, so events applied in any order, or twice, leave the same amount). A
+    payment first described without a known payer gets the lead of the first description
+    that names one; so does its refund conversion, which is also credited where the payment
+    was. Returns the leads whose conversions changed."""
     statement = insert(conn, conversions).values(
         key=key,
         lead_id=lead_id,
@@ -269,7 +293,72 @@ def record_payment(
         occurred_at=at,
         attributed_at=at,
     )
-    conn.execute(statement.on_conflict_do_nothing(index_elements=["key"]))
+    excluded, stored = statement.excluded, conversions.c
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["key"],
+            set_={
+                "amount": sa.case(
+                    (excluded.amount > stored.amount, excluded.amount), else_=stored.amount
+                ),
+                "lead_id": sa.func.coalesce(stored.lead_id, excluded.lead_id),
+            },
+        )
+    )
+    row = conn.execute(
+        sa.select(stored.lead_id, stored.attributed_at).where(stored.key == key)
+    ).one()
+    conn.execute(
+        conversions.update()
+        .where(stored.key == f"{key}:refund")
+        .values(
+            lead_id=sa.func.coalesce(stored.lead_id, row.lead_id),
+            attributed_at=row.attributed_at,
+        )
+    )
+    return {row.lead_id} if row.lead_id else set()
+
+
+def remove_payment(conn: Connection, key: str) -> set[str]:
+    """Forget what was counted for the payment `key` (nothing was captured after all). Returns
+    the lead it was counted for, if any."""
+    return {moved} if (moved := take_payment(conn, key)) else set()
+
+
+def take_payment(conn: Connection, key: str) -> str | None:
+    """Delete the payment conversion `key` (its money is counted under another key now); the
+    lead it was credited to, if any."""
+    row = conn.execute(
+        sa.select(conversions.c.lead_id).where(
+            conversions.c.key == key, conversions.c.kind == "payment"
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    conn.execute(conversions.delete().where(conversions.c.key == key))
+    return str(row.lead_id) if row.lead_id else None
+
+
+def lock_refund(conn: Connection, key: str, currency: str, at: datetime) -> None:
+    """Create (empty) and lock the refund conversion of payment `key`, so that concurrent
+    workers recording parts of it take turns (FOR UPDATE on PostgreSQL; SQLite serialises
+    writers)."""
+    conn.execute(
+        insert(conn, conversions)
+        .values(
+            key=f"{key}:refund",
+            lead_id=None,
+            kind="refund",
+            amount=0,
+            currency=currency,
+            occurred_at=at,
+            attributed_at=at,
+        )
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    conn.execute(
+        sa.select(conversions.c.key).where(conversions.c.key == f"{key}:refund").with_for_update()
+    ).one()
 
 
 def record_refund(
@@ -280,26 +369,36 @@ def record_refund(
     currency: str,
     at: datetime,
     paid_at: datetime,
-) -> None:
-    """Subtract what has been refunded of the payment `key` (a running total: the largest seen
-    wins, so refunds described again or out of order subtract once)."""
-    statement = insert(conn, conversions).values(
-        key=f"{key}:refund",
-        lead_id=lead_id,
-        kind="refund",
-        amount=-refunded,
-        currency=currency,
-        occurred_at=at,
-        attributed_at=paid_at,
-    )
-    excluded = statement.excluded
-    conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=["key"],
-            set_={"amount": excluded.amount, "occurred_at": excluded.occurred_at},
-            where=excluded.amount < conversions.c.amount,
-        )
-    )
+) -> set[str]:
+    """Set what was taken back from the payment `key` to `refunded` (a total: see
+    taken_back), as of the latest `at` seen; none when 0. Credited to the payment's lead, else
+    `lead_id`, and judged at the payment's time, else `paid_at`. Returns the leads whose
+    conversions changed."""
+    refund_key = f"{key}:refund"
+    c = conversions.c
+    paid = conn.execute(
+        sa.select(c.lead_id, c.attributed_at).where(c.key == key, c.kind == "payment")
+    ).one_or_none()
+    previous = conn.execute(
+        sa.select(c.lead_id, c.occurred_at, c.amount).where(c.key == refund_key)
+    ).one_or_none()
+    owner = (paid.lead_id if paid else None) or (previous.lead_id if previous else None) or lead_id
+    touched = {owner} if owner else set()
+    touched |= {previous.lead_id} if previous and previous.lead_id else set()
+    if refunded <= 0:
+        conn.execute(conversions.delete().where(c.key == refund_key))
+        return touched
+    latest = max(at, previous.occurred_at) if previous and previous.amount else at
+    values = {
+        "lead_id": owner,
+        "amount": -refunded,
+        "currency": currency,
+        "occurred_at": latest,
+        "attributed_at": paid.attributed_at if paid else paid_at,
+    }
+    statement = insert(conn, conversions).values(key=refund_key, kind="refund", **values)
+    conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_=values))
+    return touched
 
 
 def record_deal(

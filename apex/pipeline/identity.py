@@ -329,8 +329,9 @@ def _newest(versions: Iterable[Versioned | None]) -> str | None:
 
 
 def lead_data(lead: Lead, merged_ids: Sequence[str] = ()) -> dict[str, Any]:
-    """The SPEC's lead shape; with `merged_ids`, plus "mergedLeadIds" (lead.updated after a
-    merge)."""
+    """The SPEC's lead shape (`revenue` in `currency`, the lead's first; `revenueByCurrency`
+    every currency it paid in, never added up); with `merged_ids`, plus "mergedLeadIds"
+    (lead.updated after a merge)."""
     summary = lead.summary
     data: dict[str, Any] = {
         "id": lead.id,
@@ -340,6 +341,7 @@ def lead_data(lead: Lead, merged_ids: Sequence[str] = ()) -> dict[str, Any]:
         "identities": [{"kind": i.kind, "value": i.value} for i in lead.identities],
         "revenue": summary.revenue,
         "currency": summary.currency,
+        "revenueByCurrency": dict(summary.revenue_by_currency),
         "conversions": summary.conversions,
         "firstTouch": _touch_data(summary.first_touch),
         "lastTouch": _touch_data(summary.last_touch),

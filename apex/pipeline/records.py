@@ -11,6 +11,7 @@ IDENTITY_KINDS = ("email", "hubspot", "stripe", "github")
 # Objects that carry versioned properties without identifying a person.
 HUBSPOT_DEAL = "hubspot_deal"
 HUBSPOT_COMPANY = "hubspot_company"
+PAYMENT = "payment"  # a payment by its key: the key it is linked to, its refunds and disputes
 
 Property = tuple[str, str | None]
 """A property a record states: (name, value); None means the source cleared or removed it."""
@@ -63,21 +64,34 @@ class Touchpoint:
 
 @dataclass(frozen=True)
 class Payment:
-    """Money received, in minor units. `key` names the payment (its intent, invoice or charge),
-    so however many events describe it, it counts once."""
+    """Money captured so far, in minor units. `key` names the payment (its intent, else its
+    charge, else its invoice), so however many events describe it, it counts once, at the
+    largest amount any of them states. `aliases` are other keys of the same payment (its
+    invoice, its charge): money counted under one of them before the link was known moves to
+    `key`, and later events under an alias count under `key`.
+
+    An `amount` of 0 says nothing was ever captured (an authorisation canceled or expired):
+    whatever was counted for `key` is removed.
+    """
 
     key: str
     identities: tuple[Identity, ...]
     amount: int
     currency: str
     at: datetime
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Refund:
-    """The total refunded so far (minor units, positive) of the payment `key`, as of `at`.
+    """Money taken back from the payment `key` (minor units, positive), as of `at`.
 
-    `paid_at` is when the refunded payment was made: the refund is credited where it was.
+    `part` says which: "" the running total of refunds the payment states (a Stripe charge's
+    `amount_refunded`), "refund:<id>" one refund (0 once it failed or was canceled),
+    "dispute:<id>" a dispute (its amount once lost, else 0). The payment loses the larger of its
+    running total and the sum of its refunds, plus its lost disputes, each counted once however
+    often or in whatever order they are described. `paid_at` is when the refunded payment was
+    made, if known: the refund is credited where the payment was.
     """
 
     key: str
@@ -86,6 +100,19 @@ class Refund:
     currency: str
     at: datetime
     paid_at: datetime
+    part: str = ""
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A notification that carries no content, only a reference (a Stripe thin event): the
+    source's enricher fetches the event and replaces this by `fetched`, the records it carries.
+    Left unfetched (no API credentials), the event is ignored with `reason`."""
+
+    source: str
+    event_id: str
+    reason: str
+    fetched: tuple[Record, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +144,7 @@ class Company:
     properties: tuple[Property, ...] = ()
 
 
-Record = Contact | Touchpoint | Payment | Refund | Deal | Company | Erasure
+Record = Contact | Touchpoint | Payment | Refund | Deal | Company | Erasure | Notification
 
 
 def normalise_email(value: object) -> str | None:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from apex.db import utcnow
 from apex.events import publish
-from apex.pipeline import attribution, goals, identity
+from apex.pipeline import attribution, goals, identity, payments
 from apex.pipeline.extract import extract
 from apex.pipeline.records import (
     HUBSPOT_COMPANY,
@@ -27,12 +27,14 @@ from apex.pipeline.records import (
     Deal,
     Erasure,
     Identity,
+    Notification,
     Payment,
     Record,
     Refund,
     Touchpoint,
 )
 from apex.pipeline.tables import insert, pipeline_runs
+from apex.sources.source import UnusableEventError
 
 Enrich = Callable[[Record], Record]
 """Completes a record from the source's API (e.g. a GitHub user's public email); may raise."""
@@ -100,6 +102,7 @@ def run(
     records = extract(source, event_type, payload, headers, received_at)
     if enrich is not None:
         records = [enrich(record) for record in records]
+    records = _fetched(records)
     planned = _transaction(
         engine, lambda conn: _process(conn, key, source, event_type, records, utcnow())
     )
@@ -181,14 +184,10 @@ def _apply(conn: Connection, record: Record, now: datetime, changes: _Changes) -
             attribution.record_touch(conn, lead_id, record.key, touch, replace=False)
     elif isinstance(record, Payment):
         lead_id = changes.stitched(identity.stitch(conn, record.identities, now))
-        attribution.record_payment(
-            conn, lead_id, record.key, record.amount, record.currency, record.at
-        )
+        changes.touched |= payments.record_payment(conn, lead_id, record)
     elif isinstance(record, Refund):
         lead_id = changes.stitched(identity.stitch(conn, record.identities, now))
-        attribution.record_refund(
-            conn, lead_id, record.key, record.amount, record.currency, record.at, record.paid_at
-        )
+        changes.touched |= payments.record_refund(conn, lead_id, record)
     elif isinstance(record, Deal):
         _apply_deal(conn, record, changes)
     elif isinstance(record, Company):
@@ -231,6 +230,20 @@ def _apply_deal(conn: Connection, record: Deal, changes: _Changes) -> None:
     terms = attribution.deal_terms(identity.properties(conn, [deal]).get(deal, {}))
     lead_id = identity.owner_of(conn, Identity("hubspot", terms.contact)) if terms else None
     changes.touched |= attribution.record_deal(conn, f"hubspot:deal:{record.key}", terms, lead_id)
+
+
+def _fetched(records: list[Record]) -> list[Record]:
+    """The records with each Notification replaced by what its enricher fetched. Raises
+    UnusableEventError with the notification's reason when none fetched it."""
+    flat: list[Record] = []
+    for record in records:
+        if not isinstance(record, Notification):
+            flat.append(record)
+        elif record.fetched is None:
+            raise UnusableEventError(record.reason)
+        else:
+            flat.extend(record.fetched)
+    return flat
 
 
 def _live(conn: Connection, lead_ids: set[str]) -> set[str]:

@@ -28,6 +28,7 @@ LEAD_FIELDS = {
     "identities",
     "revenue",
     "currency",
+    "revenueByCurrency",
     "conversions",
     "firstTouch",
     "lastTouch",
@@ -80,6 +81,7 @@ def test_a_lead_has_the_spec_shape_in_the_api_and_in_its_events(
         {"kind": "github", "value": "1"},
     ]
     assert (lead["revenue"], lead["currency"], lead["conversions"]) == (12000, "usd", 1)
+    assert lead["revenueByCurrency"] == {"usd": 12000}
     assert lead["firstTouch"] == {
         "source": "github",
         "campaign": "a/w",

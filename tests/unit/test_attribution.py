@@ -131,7 +131,7 @@ def test_by_source_sums_campaigns_and_keeps_currencies_apart() -> None:
         (
             JOURNEY,
             SALES[:2],
-            Summary(3400, "usd", 1, GOOGLE, GITHUB),
+            Summary(3400, "usd", 1, GOOGLE, GITHUB, {"usd": 3400}),
         ),
         (
             [],
@@ -140,7 +140,7 @@ def test_by_source_sums_campaigns_and_keeps_currencies_apart() -> None:
                 Sale("l", 500, "usd", day(2), True),
                 Sale("l", -50, "eur", day(3), False),
             ],
-            Summary(50, "eur", 2, None, None),
+            Summary(50, "eur", 2, None, None, {"eur": 50, "usd": 500}),
         ),
     ],
     ids=["nothing yet", "revenue net of a refund", "currency of the first conversion"],

@@ -1,10 +1,12 @@
-"""Stripe enrichment: customers known only by id completed through the `stripe` package."""
+"""Stripe enrichment through the `stripe` package: customers known only by id get their email
+and name; thin event notifications are fetched (the event, then the object it is about)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import requests
 import stripe
@@ -12,6 +14,7 @@ import stripe
 from apex.pipeline.records import (
     Contact,
     Identity,
+    Notification,
     Payment,
     Record,
     Refund,
@@ -27,13 +30,16 @@ from apex.sources.enrichment import (
     completed,
     requested_wait,
 )
+from apex.sources.source import UnusableEventError
+from apex.sources.stripe.extract import extract, thin_event
 
 if TYPE_CHECKING:
     from config import Settings
 
 
 class StripeCustomers:
-    """Stripe customers by id, through the `stripe` package (its own retries off: ours apply)."""
+    """Stripe customers by id and events by id, through the `stripe` package (its own retries
+    off: ours apply)."""
 
     def __init__(self, api_key: str, base: str, calls: Calls) -> None:
         self._calls = calls
@@ -49,15 +55,42 @@ class StripeCustomers:
         """The customer as of `since` or later (cached), or None when Stripe has none or it was
         deleted. Raises EnrichmentUnavailableError as JsonApi.get does."""
         what = f"stripe customers/{customer_id}"
+
+        def customer() -> dict[str, Any] | None:
+            found = self._client.v1.customers.retrieve(customer_id).to_dict()
+            return None if found.get("deleted") else found
+
         return self._calls.cache.answer(
             ("stripe", customer_id),
             since.timestamp(),
-            lambda: self._calls.retrying(what, lambda: self._attempt(what, customer_id)),
+            lambda: self._calls.retrying(what, lambda: self._attempt(what, customer)),
         )
 
-    def _attempt(self, what: str, customer_id: str) -> Answer | Retry:
+    def thin_event(self, event_id: str) -> Answer:
+        """The snapshot event (extract.thin_event) a thin notification stands for: the v2 event
+        `event_id`, and for a v1 event type the object it is about as Stripe has it now. None
+        when Stripe has no such event (404). Raises UnusableEventError for a v2 event type
+        (they are about objects Apex does not track), EnrichmentUnavailableError as get does."""
+        what = f"stripe v2/core/events/{event_id}"
+
+        def fetch() -> dict[str, Any]:
+            event = self._client.v2.core.events.retrieve(event_id).to_dict()
+            event_type = str(event.get("type") or "")
+            url = (event.get("related_object") or {}).get("url")
+            if not event_type.startswith("v1.") or not isinstance(url, str):
+                raise UnusableEventError(
+                    f"Stripe thin event {event_type or event_id} (fetched) is about no object "
+                    "Apex tracks"
+                )
+            related = self._client.raw_request("get", url)
+            obj = self._client.deserialize(related, api_mode="V1").to_dict()
+            return thin_event(event_type, obj, event.get("created"))
+
+        return self._calls.retrying(what, lambda: self._attempt(what, fetch))
+
+    def _attempt(self, what: str, call: Callable[[], Answer]) -> Answer | Retry:
         try:
-            customer = self._client.v1.customers.retrieve(customer_id).to_dict()
+            return call()
         except stripe.APIConnectionError as exc:
             return Retry(type(exc).__name__)
         except stripe.StripeError as exc:
@@ -69,7 +102,6 @@ class StripeCustomers:
                     f"HTTP {status}", requested_wait(exc.headers or {}, self._calls.clock())
                 )
             raise EnrichmentUnavailableError(f"{what}: HTTP {status}") from None
-        return None if customer.get("deleted") else customer
 
     def close(self) -> None:
         self._session.close()
@@ -77,12 +109,15 @@ class StripeCustomers:
 
 class StripeEnricher:
     """A Stripe customer known only by id (on a contact, payment, refund or checkout touch) gets
-    its email and name."""
+    its email and name; a thin notification is fetched and replaced by the records of the
+    event it stands for (Notification.fetched), each enriched in turn."""
 
     def __init__(self, customers: StripeCustomers) -> None:
         self._customers = customers
 
     def __call__(self, record: Record) -> Record:
+        if isinstance(record, Notification) and record.source == "stripe":
+            return self._fetched(record)
         if isinstance(record, Contact) and record.subject.kind == "stripe":
             return self._customer(record)
         if isinstance(record, Payment | Refund | Touchpoint):
@@ -91,6 +126,15 @@ class StripeEnricher:
 
     def close(self) -> None:
         self._customers.close()
+
+    def _fetched(self, record: Notification) -> Notification:
+        """Raises UnusableEventError when Stripe no longer has the event, or it is about
+        nothing Apex reads (see extract)."""
+        event = self._customers.thin_event(record.event_id)
+        if event is None:
+            raise UnusableEventError(f"Stripe has no event {record.event_id} (any more)")
+        records = extract(str(event["type"]), event, None)
+        return replace(record, fetched=tuple(self(fetched) for fetched in records))
 
     def _customer(self, record: Contact) -> Contact:
         if any(identity.kind == "email" for identity in record.identities):

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from apex.errors import BadRequestError, InvalidSignatureError
+from apex.errors import InvalidSignatureError
+from apex.sources.reading import get
 from apex.sources.request import InboundEvent, RawRequest
 from apex.sources.verification import (
     check_timestamp,
+    content_key,
     hmac_sha256,
     matches_any,
-    parse_json_object,
+    parse_json,
     parse_unix_time,
     require_header,
-    required_string,
     usable_secrets,
 )
 
@@ -30,9 +31,14 @@ def verify(request: RawRequest, secrets: Sequence[str], now: float) -> list[Inbo
     cannot take `now`: any `v1` signed with any of `secrets` passes. Unlike stripe-python, a
     timestamp more than TOLERANCE seconds in the future is refused too.
 
+    Once the signature holds, content never refuses the delivery: a thin notification
+    (`"object": "v2.core.event"`) is stored like any event (processing fetches it, or ignores it
+    without STRIPE_API_KEY); a JSON body that is not an event with string `id` and `type` is
+    stored `ignored` with the reason, keyed by content_key().
+
     Raises InvalidSignatureError (header missing or malformed, no matching v1, timestamp outside
-    the tolerance), BadRequestError (verified body is not a JSON event with string `id` and `type`,
-    or is a thin v2 notification), SourceNotConfiguredError (no usable secret).
+    the tolerance), BadRequestError (the verified body is not JSON), SourceNotConfiguredError
+    (no usable secret).
     """
     keys = usable_secrets(secrets, NAME)
     timestamp, signatures = _parse_header(require_header(request, SIGNATURE_HEADER))
@@ -42,13 +48,21 @@ def verify(request: RawRequest, secrets: Sequence[str], now: float) -> list[Inbo
         raise InvalidSignatureError(f"No {SCHEME} signature in {SIGNATURE_HEADER} matches the body")
     check_timestamp(timestamp, now, TOLERANCE, f"{SIGNATURE_HEADER} timestamp")
 
-    event = parse_json_object(request.body, "A Stripe event")
-    if event.get("object") == "v2.core.event":
-        # Thin notifications carry no snapshot; stripe.Webhook.construct_event refuses them too.
-        raise BadRequestError("Thin v2 event notifications are not supported")
-    event_id = required_string(event, "id", "The Stripe event")
-    event_type = required_string(event, "type", "The Stripe event")
-    return [InboundEvent(source=NAME, dedupe_key=event_id, type=event_type, payload=event)]
+    event = parse_json(request.body)
+    event_id = get(event, "id")
+    event_type = get(event, "type")
+    if isinstance(event_id, str) and event_id and isinstance(event_type, str) and event_type:
+        return [InboundEvent(source=NAME, dedupe_key=event_id, type=event_type, payload=event)]
+    what = "object" if isinstance(event, dict) else "JSON value"
+    return [
+        InboundEvent(
+            source=NAME,
+            dedupe_key=content_key(event),
+            type=event_type if isinstance(event_type, str) and event_type else "unknown",
+            payload=event,
+            ignored=f"The Stripe {what} has no 'id' and 'type' strings: not a Stripe event",
+        )
+    ]
 
 
 def _parse_header(header: str) -> tuple[int, list[str]]:
