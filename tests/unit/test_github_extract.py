@@ -546,6 +546,11 @@ def test_ignores_github_events_that_say_nothing_about_a_person(
         ("sponsorship", {"action": "created", "sponsorship": {"sponsor": [SENDER]}}),
         ("organization", {"action": "member_invited", "invitation": "x", "user": 3}),
         ("deployment_review", {"workflow_run": {"head_commit": {"author": None}}}),
+        ("fork", {"sender": SENDER, "repository": REPO}),
+        ("star", {"action": "created", "sender": SENDER}),
+        ("marketplace_purchase", {"action": "purchased", "sender": SENDER}),
+        ("issues", {"action": "opened", "issue": {"number": 1}, "sender": SENDER}),
+        ("sponsorship", {"action": "created", "sender": SENDER}),
     ],
 )
 def test_odd_content_is_read_or_ignored_never_a_crash(event_type: str, payload: Any) -> None:
@@ -555,6 +560,7 @@ def test_odd_content_is_read_or_ignored_never_a_crash(event_type: str, payload: 
         assert str(exc)
     else:
         assert records and all(isinstance(r, Contact | Touchpoint) for r in records)
+        assert not [key for key in touch_keys(records) if "None" in key]
 
 
 def test_an_undated_github_event_needs_the_received_time() -> None:

@@ -266,9 +266,10 @@ def _star(
     if payload.get("action") not in ("created", "started"):
         action = payload.get("action")
         raise UnusableEventError(f"GitHub {event_type} {action}: only a new star is a touch")
-    sender = payload.get("sender")
-    user = text(sender, "id")
+    user = text(payload, "sender", "id")
     repo = text(payload, "repository", "id")
+    if repo is None:
+        raise UnusableEventError(f"GitHub {event_type} names no repository")
     at_text = payload.get("starred_at") if event_type == "star" else None
     return _touched(payload, received, f"github:star:{repo}:{user}", at_text, event_type)
 
@@ -277,8 +278,12 @@ def _fork(
     event_type: str, payload: Mapping[str, Any], received: datetime | None
 ) -> Sequence[Record]:
     forkee = payload.get("forkee")
-    key = f"github:fork:{text(forkee, 'id')}"
-    return _touched(payload, received, key, get(forkee, "created_at"), event_type)
+    fork_id = text(forkee, "id")
+    if fork_id is None:
+        raise UnusableEventError("GitHub fork names no forkee (the new repository)")
+    return _touched(
+        payload, received, f"github:fork:{fork_id}", get(forkee, "created_at"), event_type
+    )
 
 
 def _touched(
@@ -327,11 +332,12 @@ def _marketplace(
             _person(account, at, get(account, "organization_billing_email")),
         ]
     )
-    if not people or payload.get("action") != "purchased":
+    account_id, plan_id = text(account, "id"), text(purchase, "plan", "id")
+    if not people or payload.get("action") != "purchased" or not (account_id and plan_id):
         return people
     buyer = people[0]
     plan = text(purchase, "plan", "name")
-    key = f"github:marketplace:{text(account, 'id')}:{text(purchase, 'plan', 'id')}"
+    key = f"github:marketplace:{account_id}:{plan_id}"
     campaign = f"marketplace/{plan}" if plan else "marketplace"
     return [*people, Touchpoint(key, buyer.identities, "github", campaign, at)]
 
