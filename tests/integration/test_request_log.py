@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-from flask import Flask
+from flask import Flask, g
 
 from config import Settings
 from config.logging import configure_logging
@@ -76,3 +76,16 @@ def test_a_path_cannot_forge_a_json_log_line(
     assert [r["logger"] for r in records] == ["apex.request"]
     assert records[0]["msg"].startswith("GET /api/\\")
     assert "\n" not in records[0]["msg"] and "\u202e" not in records[0]["msg"]
+
+
+@pytest.mark.parametrize("given", ["req_1\n", "req 1", "req_1\r\nINFO forged", "x" * 129])
+def test_a_request_id_that_is_not_a_plain_token_is_replaced(app: Flask, given: str) -> None:
+    with app.test_request_context("/health", environ_overrides={"HTTP_X_REQUEST_ID": given}):
+        app.preprocess_request()
+        assert g.request_id != given and g.request_id.startswith("req_")
+
+
+def test_a_plain_request_id_is_kept_and_echoed(app: Flask) -> None:
+    response = app.test_client().get("/health", headers={"X-Request-ID": "trace-42.a_b"})
+
+    assert response.headers["X-Request-ID"] == "trace-42.a_b"
