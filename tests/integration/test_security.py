@@ -234,6 +234,17 @@ def test_ipv6_addresses_count_per_64_block(client: FlaskClient, redis_conn: Redi
     assert redis_conn.get(KEY_PREFIX + "2001:db8:1:2::/64") == str(LIMIT).encode()
 
 
+def test_only_the_hop_the_proxy_added_names_the_address(
+    client: FlaskClient, redis_conn: Redis
+) -> None:
+    # The client may send any X-Forwarded-For; the one proxy (Heroku's router) appends the peer.
+    for forged in range(LIMIT):
+        assert fail(client, 1, address=f"10.0.0.{forged}, 203.0.113.7") == [401]
+
+    assert fail(client, 1, address="203.0.113.7") == [429]
+    assert redis_conn.get(KEY_PREFIX + "203.0.113.7") == str(LIMIT).encode()
+
+
 def test_successes_are_never_counted(client: FlaskClient) -> None:
     for _ in range(LIMIT * 5):
         ok = client.get(
