@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import threading
 import time
 
 from flask import Flask, Response, current_app, request
@@ -28,7 +29,7 @@ log = logging.getLogger("apex.api.throttle")
 WINDOW_SECONDS = 60
 KEY_PREFIX = "apex:auth-failures:"
 # After a Redis error, skip Redis this long: a hung Redis would otherwise add its socket timeout
-# to every authenticated request.
+# to every authenticated request. Failures in that time are not counted.
 PAUSE_AFTER_ERROR = 5.0
 EXTENSION = "apex.auth_throttle"
 
@@ -36,10 +37,14 @@ EXTENSION = "apex.auth_throttle"
 class AuthThrottle:
     """Counts failed authentications per client address; `limit` failures per window, 0: off."""
 
-    def __init__(self, redis: Redis, limit: int) -> None:
+    def __init__(self, redis: Redis, limit: int, pause: float = PAUSE_AFTER_ERROR) -> None:
         self.redis = redis
         self.limit = limit
+        self.pause = pause
         self._paused_until = 0.0
+        self._lock = threading.Lock()  # one log line per state change across worker threads
+        self._down_since: float | None = None
+        self._reported_at = 0.0
 
     def refuse_if_over(self, address: str) -> None:
         """Raises TooManyRequestsError (with the seconds until the window closes) when `address`
@@ -55,6 +60,7 @@ class AuthThrottle:
         except RedisError as exc:
             self._pause(exc)
             return
+        self._recovered()
         if count is None or int(count) < self.limit:
             return
         # pttl is -1 only if the expiry were lost; the window then counts as just opened.
@@ -76,17 +82,41 @@ class AuthThrottle:
                 pipe.execute()
         except RedisError as exc:
             self._pause(exc)
+            return
+        self._recovered()
 
     def _active(self) -> bool:
         return self.limit > 0 and time.monotonic() >= self._paused_until
 
     def _pause(self, exc: RedisError) -> None:
-        log.warning(
-            "auth throttle: Redis unreachable (%s), not throttling for %.0f s",
-            type(exc).__name__,
-            PAUSE_AFTER_ERROR,
-        )
-        self._paused_until = time.monotonic() + PAUSE_AFTER_ERROR
+        """Stop asking Redis for a while; log that it is down, then every minute it stays so."""
+        now = time.monotonic()
+        with self._lock:
+            self._paused_until = now + self.pause
+            if self._down_since is None:
+                self._down_since = self._reported_at = now
+                log.warning(
+                    "auth throttle: Redis unreachable (%s), not throttling until it is back",
+                    type(exc).__name__,
+                )
+            elif now - self._reported_at >= 60:
+                self._reported_at = now
+                log.warning(
+                    "auth throttle: Redis still unreachable after %.0f s (%s), not throttling",
+                    now - self._down_since,
+                    type(exc).__name__,
+                )
+
+    def _recovered(self) -> None:
+        if self._down_since is None:
+            return
+        with self._lock:
+            if self._down_since is not None:
+                log.info(
+                    "auth throttle: Redis reachable again after %.0f s, throttling",
+                    time.monotonic() - self._down_since,
+                )
+                self._down_since = None
 
 
 def client_address() -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
 import socket
 import subprocess
@@ -21,10 +22,11 @@ from flask.testing import FlaskClient
 from redis import Redis
 from werkzeug.routing import Rule
 
-from apex.api.throttle import KEY_PREFIX
+from apex.api.throttle import EXTENSION, KEY_PREFIX, AuthThrottle
 from apex.secretbox import generate_key
 from app import create_app
 from config import Settings
+from launcher.embedded_redis import EmbeddedRedis
 from tests.conftest import API_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -352,6 +354,32 @@ class TestRedisDown:
             "/api/webhooks", headers=from_address("203.0.113.7", {"x-api-key": API_KEY})
         )
         assert ok.status_code == 200
+
+
+def test_a_redis_outage_is_logged_once_and_throttling_resumes_after_it(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = EmbeddedRedis(tmp_path / "redis", persist=False).start()
+    app = create_app(replace(settings, redis_url=redis.url))
+    try:
+        # No pause after an error, so the throttle asks Redis again on the next request.
+        app.extensions[EXTENSION] = AuthThrottle(app.extensions["apex"].redis, LIMIT, pause=0)
+        client = app.test_client()
+        assert fail(client, 2) == [401, 401]
+
+        redis.stop()
+        with caplog.at_level(logging.INFO, logger="apex.api.throttle"):
+            assert fail(client, LIMIT * 3) == [401] * (LIMIT * 3)
+            redis = EmbeddedRedis(tmp_path / "redis", port=redis.port, persist=False).start()
+            assert fail(client, LIMIT + 1) == [401] * LIMIT + [429]
+
+        lines = [r.getMessage() for r in caplog.records if r.name == "apex.api.throttle"]
+        assert len(lines) == 2, lines
+        assert "Redis unreachable" in lines[0] and "not throttling" in lines[0]
+        assert "Redis reachable again" in lines[1]
+    finally:
+        redis.stop()
+        app.extensions["apex"].engine.dispose()
 
 
 # --- boot ------------------------------------------------------------------------------------
