@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from apex.errors import BadRequestError, InvalidSignatureError, SourceNotConfiguredError
+from apex.secretbox import generate_key
 from apex.sources.hubspot import SOURCE
 from apex.sources.hubspot import verify as hubspot
 from apex.sources.request import InboundEvent, RawRequest
 from apex.sources.verification import content_key
+from config import SettingsError, load_settings
 
 VECTORS = json.loads((Path(__file__).parents[1] / "data" / "hubspot_vectors.json").read_text())[
     "vectors"
@@ -512,3 +514,27 @@ def test_reports_source_not_configured_without_usable_secret(secrets: list[str])
 def test_refuses_a_bare_string_as_secrets() -> None:
     with pytest.raises(TypeError):
         hubspot.verify(v3_request(), SECRET, NOW)
+
+
+@pytest.mark.parametrize(
+    ("environ", "allowed"),
+    [({}, False), ({"APEX_HUBSPOT_LEGACY_SIGNATURES": "0"}, False)]
+    + [({"APEX_HUBSPOT_LEGACY_SIGNATURES": value}, True) for value in ("1", "true", "yes")],
+    ids=["default", "off", "one", "true", "yes"],
+)
+def test_legacy_signatures_are_allowed_for_hubspot_only_by_the_setting(
+    environ: dict[str, str], allowed: bool
+) -> None:
+    base = {"REDIS_URL": "redis://127.0.0.1:6379/0", "APEX_SECRET_KEY": generate_key()}
+
+    settings = load_settings({**base, **environ})
+
+    assert settings.legacy_signatures("hubspot") is allowed
+    assert settings.legacy_signatures("stripe") is False
+    assert settings.legacy_signatures("github") is False
+
+
+def test_a_malformed_legacy_setting_stops_the_boot() -> None:
+    base = {"REDIS_URL": "redis://127.0.0.1:6379/0", "APEX_SECRET_KEY": generate_key()}
+    with pytest.raises(SettingsError, match="APEX_HUBSPOT_LEGACY_SIGNATURES"):
+        load_settings({**base, "APEX_HUBSPOT_LEGACY_SIGNATURES": "maybe"})
