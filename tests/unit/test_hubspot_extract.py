@@ -524,3 +524,47 @@ def test_a_batch_gives_the_records_of_its_usable_events_in_order() -> None:
 
 def test_restore_clears_the_property_identity_marks_erased_by() -> None:
     assert hubspot_extract.ERASED == identity.ERASED
+
+
+ODD_VALUES: list[Any] = [
+    None,
+    "",
+    " ",
+    [],
+    {},
+    [1, {"a": None}],
+    {"id": 1},
+    True,
+    1.5,
+    -1,
+    0,
+    10**200,
+    "x" * 5000,
+    "0-1",
+    "CONTACT_TO_DEAL",
+    "\u202e\x00",
+]
+TEMPLATES = [
+    hubspot("contact.propertyChange", propertyName="email", propertyValue="jane.doe@acme.io"),
+    hubspot("deal.merge", primaryObjectId=1, mergedObjectIds=[2, 3], newObjectId=4),
+    association("deal.associationChange", "DEAL_TO_CONTACT", 31887406213, 90210554101),
+    generic_association("0-1", 90210554101, "0-2", 7700112233),
+]
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=[t["subscriptionType"] for t in TEMPLATES])
+def test_odd_content_in_any_field_gives_records_or_a_reason_never_a_crash(
+    template: dict[str, Any],
+) -> None:
+    for field in [*template, "objectTypeId", "eventType"]:
+        for value in ODD_VALUES:
+            event = dict(template, **{field: value})
+            try:
+                records = extract("hubspot", "contact.creation", event, {}, RECEIVED)
+            except UnusableEventError as exc:
+                assert str(exc), (field, value)
+                continue
+            assert isinstance(records, list), (field, value)
+            for record in records:
+                for name, _ in getattr(record, "properties", ()):
+                    assert len(name) <= 100, (field, value, name)  # object_properties.name
