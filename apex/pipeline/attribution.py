@@ -280,10 +280,10 @@ def record_payment(
     conn: Connection, lead_id: str | None, key: str, amount: int, currency: str, at: datetime
 ) -> set[str]:
     """Count the payment `key` once, at the largest amount captured any description states
-    (captures only grow, so events applied in any order, or twice, leave the same amount). A
-    payment first described without a known payer gets the lead of the first description
-    that names one; so does its refund conversion, which is also credited where the payment
-    was. Returns the leads whose conversions changed."""
+    (captures only grow) and the earliest time any states, so events applied in any order, or
+    twice, leave the same conversion. A payment first described without a known payer gets the
+    lead of the first description that names one; so does its refund conversion, which is also
+    credited where the payment was. Returns the leads whose conversions changed."""
     statement = insert(conn, conversions).values(
         key=key,
         lead_id=lead_id,
@@ -302,6 +302,12 @@ def record_payment(
                     (excluded.amount > stored.amount, excluded.amount), else_=stored.amount
                 ),
                 "lead_id": sa.func.coalesce(stored.lead_id, excluded.lead_id),
+                **{
+                    name: sa.case(
+                        (excluded[name] < stored[name], excluded[name]), else_=stored[name]
+                    )
+                    for name in ("occurred_at", "attributed_at")
+                },
             },
         )
     )
@@ -312,7 +318,7 @@ def record_payment(
         conversions.update()
         .where(stored.key == f"{key}:refund")
         .values(
-            lead_id=sa.func.coalesce(stored.lead_id, row.lead_id),
+            lead_id=sa.func.coalesce(row.lead_id, stored.lead_id),
             attributed_at=row.attributed_at,
         )
     )
@@ -322,21 +328,22 @@ def record_payment(
 def remove_payment(conn: Connection, key: str) -> set[str]:
     """Forget what was counted for the payment `key` (nothing was captured after all). Returns
     the lead it was counted for, if any."""
-    return {moved} if (moved := take_payment(conn, key)) else set()
+    taken = take_payment(conn, key)
+    return {taken[0]} if taken and taken[0] else set()
 
 
-def take_payment(conn: Connection, key: str) -> str | None:
+def take_payment(conn: Connection, key: str) -> tuple[str | None, datetime] | None:
     """Delete the payment conversion `key` (its money is counted under another key now); the
-    lead it was credited to, if any."""
+    lead it was credited to, if any, and when it was paid; None if there was none."""
     row = conn.execute(
-        sa.select(conversions.c.lead_id).where(
+        sa.select(conversions.c.lead_id, conversions.c.occurred_at).where(
             conversions.c.key == key, conversions.c.kind == "payment"
         )
     ).one_or_none()
     if row is None:
         return None
     conn.execute(conversions.delete().where(conversions.c.key == key))
-    return str(row.lead_id) if row.lead_id else None
+    return (str(row.lead_id) if row.lead_id else None), row.occurred_at
 
 
 def lock_refund(conn: Connection, key: str, currency: str, at: datetime) -> None:

@@ -29,6 +29,7 @@ def record_payment(conn: Connection, lead_id: str | None, payment: Payment) -> s
     if payment.amount <= 0:
         return attribution.remove_payment(conn, key)
     touched: set[str] = set()
+    at = payment.at
     for alias in dict.fromkeys(payment.aliases):
         if alias == key:
             continue
@@ -36,13 +37,12 @@ def record_payment(conn: Connection, lead_id: str | None, payment: Payment) -> s
         if linked == alias:  # counted under itself so far: from now on it is `key`
             conn.execute(_link_row(alias).values(value=key, occurred_at=payment.at))
             linked = key
-        if linked == key:
-            moved = attribution.take_payment(conn, alias)
+        taken = attribution.take_payment(conn, alias) if linked == key else None
+        if taken is not None:  # what it counted moves here, its payer and time with it
+            moved, paid_at = taken
             touched |= {moved} if moved else set()
-            lead_id = lead_id or moved
-    touched |= attribution.record_payment(
-        conn, lead_id, key, payment.amount, payment.currency, payment.at
-    )
+            lead_id, at = lead_id or moved, min(at, paid_at)
+    touched |= attribution.record_payment(conn, lead_id, key, payment.amount, payment.currency, at)
     return touched
 
 
