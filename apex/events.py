@@ -34,14 +34,15 @@ class Published:
 
 
 def body_of(event_id: str, event_type: str, created_at: datetime, data: Any) -> bytes:
-    """The exact bytes every delivery of the event carries."""
+    """The exact bytes every delivery of the event carries: strict JSON, so data holding NaN or
+    Infinity raises ValueError rather than reaching a receiver as a body that is not JSON."""
     envelope = {
         "id": event_id,
         "type": event_type,
         "createdAt": created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z",
         "data": data,
     }
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def publish(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +24,10 @@ from apex.secretbox import SecretBox
 MAX_URL_LENGTH = 2048
 _CANCELLABLE = ("pending", "in_flight", "skipped")
 STATUSES = ("active", "paused", "disabled")
+# A URL is printable ASCII (RFC 3986; other characters are percent-encoded, IDN hosts punycoded).
+# This refuses CR, LF, TAB, NUL, spaces and bidi marks: urlsplit silently drops some of them, a
+# header or log line would carry the others, and a bidi mark makes a URL read as another one.
+_PRINTABLE_ASCII = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,15 @@ def url_problem(url: str, allow_http: bool, allow_private: bool = False) -> str 
     resolves to one is refused at delivery time, when it is resolved."""
     if len(url) > MAX_URL_LENGTH:
         return f"must be at most {MAX_URL_LENGTH} characters, got {len(url)}"
+    unsafe = next((c for c in url if c not in _PRINTABLE_ASCII), None)
+    if unsafe is not None:
+        return (
+            "must be printable ASCII without spaces (percent-encode the rest), got "
+            f"U+{ord(unsafe):04X} ({unicodedata.name(unsafe, 'a control character')}) "
+            f"at {url.index(unsafe)}"
+        )
+    if "#" in url:
+        return "must not contain a #fragment"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -70,8 +84,6 @@ def url_problem(url: str, allow_http: bool, allow_private: bool = False) -> str 
         return f"must include a host, got {url!r}"
     if parts.username is not None or parts.password is not None:
         return "must not contain credentials (user:password@)"
-    if parts.fragment:
-        return "must not contain a #fragment"
     if not allow_private:
         return _private_host_problem(parts.hostname)
     return None

@@ -17,6 +17,7 @@ from apex.api import (
     webhooks,
 )
 from apex.api.auth import authenticate_first
+from apex.api.bodies import guard_input
 from apex.api.dashboard import init_dashboard
 from apex.api.errors import ErrorSchema, register_error_handlers
 from apex.api.headers import init_security_headers
@@ -74,6 +75,7 @@ def init_api(app: Flask) -> None:
     api.spec.options["security"] = [{"apiKey": []}, {"bearer": []}]
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
+    docs.finish_document(api.spec)
     app.register_blueprint(health.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(metrics.bp)
@@ -81,3 +83,4 @@ def init_api(app: Flask) -> None:
     app.before_request(authenticate_first)  # a missing key is 401 before the body is judged
     app.before_request(_require_json_body)
     register_error_handlers(app)  # after Api(), so ours replace flask-smorest's
+    app.wsgi_app = guard_input(app.wsgi_app)  # type: ignore[method-assign, assignment]

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from apex import subscriptions
 from apex.api.auth import require_api_key
+from apex.api.bodies import Blueprint
 from apex.api.enqueue import enqueue_deliveries
 from apex.api.event_schemas import (
     DeliveryPageSchema,
@@ -35,7 +34,7 @@ INLINE_RECOVER_LIMIT = 500
 
 
 @blp.route("/webhooks/<sub_id>/test", methods=["POST"])
-@blp.arguments(TestSendSchema)
+@blp.arguments(TestSendSchema, required=False)
 @blp.response(202, PublishedSchema)
 def send_test(body: dict[str, Any], sub_id: str) -> dict[str, Any]:
     """Deliver the sample payload of an event type to this subscription only, now."""
@@ -62,6 +61,7 @@ def list_deliveries(query: dict[str, Any], sub_id: str) -> dict[str, Any]:
 
 @blp.route("/deliveries/<delivery_id>/retry", methods=["POST"])
 @blp.response(202, RetriedSchema)
+@blp.alt_response(409, description="In flight or cancelled: cannot be retried now (conflict)")
 def retry_delivery(delivery_id: str) -> dict[str, Any]:
     """Deliver again now (a failed, skipped or delivered delivery)."""
     rt = runtime()

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from apex.api.fields import Timestamp
+from apex.api.fields import JsonObject, Text, Timestamp
 from apex.catalog import CATALOG
 
 DELIVERY_STATUSES = ["pending", "in_flight", "delivered", "failed", "skipped", "cancelled"]
@@ -18,8 +18,14 @@ def _check_type(value: str) -> None:
 
 
 class PublishSchema(Schema):
-    type = fields.String(required=True)
-    data = fields.Raw(required=True, metadata={"type": "object"})
+    type = fields.String(required=True, metadata={"enum": list(CATALOG)})
+    data = JsonObject(
+        required=True,
+        metadata={
+            "type": "object",
+            "description": "A JSON object; its numbers must be finite (no NaN or Infinity).",
+        },
+    )
     id = fields.String(  # also the webhook-id header: Standard Webhooks forbids dots
         validate=validate.Regexp(
             r"^[A-Za-z0-9_-]{1,64}$", error="must be 1-64 letters, digits, '_' or '-'"
@@ -46,7 +52,7 @@ class EventTypeSchema(Schema):
 
 
 class TestSendSchema(Schema):
-    event = fields.String(load_default="lead.created")
+    event = fields.String(load_default="lead.created", metadata={"enum": list(CATALOG)})
 
     @validates("event")
     def validate_event(self, value: str, **_: Any) -> None:
@@ -84,11 +90,11 @@ class DeliveryPageSchema(Schema):
 class DeliveryQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=250))
-    cursor = fields.String()
+    cursor = Text(validate=validate.Length(min=1, max=64))
 
 
 class RecoverSchema(Schema):
-    since = Timestamp(required=True)
+    since = Timestamp(required=True, unix_seconds=True)
 
 
 class RecoveredSchema(Schema):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from apex.api.auth import require_api_key
+from apex.api.bodies import Blueprint
 from apex.api.enqueue import enqueue_deliveries
 from apex.api.event_schemas import EventTypeSchema, PublishedSchema, PublishSchema
 from apex.api.runtime import runtime
@@ -21,6 +20,7 @@ blp.before_request(require_api_key)
 @blp.route("/events", methods=["POST"])
 @blp.arguments(PublishSchema)
 @blp.response(202, PublishedSchema)
+@blp.alt_response(409, description="This id was published with another type or data (conflict)")
 def publish_event(body: dict[str, Any]) -> dict[str, Any]:
     """Publish an event to every subscription that wants it. `id` makes it idempotent."""
     published = publish(runtime().engine, body["type"], body["data"], body.get("id"))

@@ -7,12 +7,12 @@ import time
 from typing import Any
 
 from flask import request
-from flask_smorest import Blueprint
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from apex import metrics
 from apex.api.auth import require_api_key
+from apex.api.bodies import Blueprint
 from apex.api.inbound_schemas import (
     InboundEventDetailSchema,
     InboundPageSchema,

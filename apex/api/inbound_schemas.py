@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from apex.api.fields import Timestamp
+from apex.api.fields import Text, Timestamp
 from apex.inbound.store import STATUSES
 from apex.sources.registry import SOURCES
 
@@ -50,7 +50,7 @@ class InboundQuerySchema(Schema):
     source = fields.String(validate=validate.OneOf(sorted(SOURCES)))
     status = fields.String(validate=validate.OneOf(STATUSES))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=250))
-    cursor = fields.String()
+    cursor = Text(validate=validate.Length(min=1, max=64))
 
 
 class ReplayedSchema(Schema):

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job
 from rq.results import Result
 
 from apex.api.auth import require_api_key
+from apex.api.bodies import Blueprint
 from apex.api.fields import Timestamp
 from apex.api.runtime import runtime
 from apex.errors import NotFoundError
@@ -23,6 +23,7 @@ blp = Blueprint("jobs", __name__, url_prefix="/api", description="Background job
 blp.before_request(require_api_key)
 
 MAX_ERROR = 300  # characters of an error summary
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # RQ refuses other ids with a ValueError
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]*@")  # user:password@ in a URL
 
 
@@ -83,6 +84,8 @@ def get_job(job_id: str) -> JobView:
 
     Finished jobs are kept for a while only (RQ's result TTL); after that this answers 404.
     """
+    if not _JOB_ID.fullmatch(job_id):
+        raise NotFoundError(f"No job {job_id[:100]!r}: job ids are letters, digits, '_' and '-'")
     try:
         job = Job.fetch(job_id, connection=runtime().redis)
     except NoSuchJobError:

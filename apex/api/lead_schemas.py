@@ -7,11 +7,12 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from apex.api.fields import Timestamp
+from apex.api.fields import Text, Timestamp
 from apex.pipeline.attribution import MODELS
 from apex.pipeline.goals import METRICS
 from apex.pipeline.records import IDENTITY_KINDS
 
+MAX_TARGET = 2**63 - 1  # the BIGINT column
 _TIMESTAMP = {"type": "string", "format": "date-time", "example": "2025-01-10T08:00:00Z"}
 
 
@@ -53,10 +54,10 @@ class LeadSchema(Schema):
 
 
 class LeadQuerySchema(Schema):
-    email = fields.String(metadata={"description": "Leads with this email identity"})
-    source = fields.String(metadata={"description": "Leads whose first touch has this source"})
+    email = Text(metadata={"description": "Leads with this email identity"})
+    source = Text(metadata={"description": "Leads whose first touch has this source"})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=250))
-    cursor = fields.String()
+    cursor = Text(validate=validate.Length(min=1, max=64))
 
 
 class LeadPageSchema(Schema):
@@ -97,15 +98,15 @@ class AttributionSchema(Schema):
 
 
 class GoalCreateSchema(Schema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    name = Text(required=True, validate=validate.Length(min=1, max=200))
     metric = fields.String(required=True, validate=validate.OneOf(METRICS))
     target = fields.Integer(
         required=True,
         strict=True,
-        validate=validate.Range(min=1),
+        validate=validate.Range(min=1, max=MAX_TARGET),
         metadata={"description": "For revenue, in minor units"},
     )
-    source = fields.String(
+    source = Text(
         allow_none=True,
         validate=validate.Length(min=1, max=200),
         metadata={"description": "Count only leads whose first touch has this source"},

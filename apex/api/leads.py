@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from apex.api.auth import require_api_key
+from apex.api.bodies import Blueprint
 from apex.api.lead_schemas import (
     AttributionQuerySchema,
     AttributionSchema,

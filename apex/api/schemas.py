@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from apex import subscriptions
-from apex.api.fields import Timestamp
+from apex.api.fields import Text, Timestamp
+from apex.catalog import CATALOG, WILDCARD
 from apex.delivery.signing import parse_secret
+
+# The document states the rules of url_problem() and parse_secret() as closely as a pattern can,
+# so that what it calls valid is accepted and what it calls invalid is refused.
+_PORT = (
+    r"0*[0-9]{1,4}|0*[1-5][0-9]{4}|0*6[0-4][0-9]{3}|0*65[0-4][0-9]{2}|0*655[0-2][0-9]|0*6553[0-5]"
+)
+URL_DOC = {
+    "maxLength": subscriptions.MAX_URL_LENGTH,
+    # The scheme in any case; a host of printable ASCII without / ? # @ : [ ]; a port 0-65535 or
+    # empty; then a path or query of printable ASCII without #.
+    "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[!\"$-.0-9;->A-Z\\^-~]+"
+    rf"(:({_PORT})?)?"
+    r"([/?][!\"$-~]*)?$",
+    "description": "https:// (http:// too where APEX_ALLOW_HTTP=1), printable ASCII; no "
+    "credentials or #fragment; not a private address unless APEX_ALLOW_PRIVATE_DESTINATIONS=1.",
+    "example": "https://example.com/hooks/apex",
+}
+_EVENTS_DOC = {"uniqueItems": True, "example": ["lead.created"]}
+
+
+def _event_type() -> fields.String:
+    return fields.String(metadata={"enum": [WILDCARD, *CATALOG]})
+
+
+SECRET_DOC = {
+    # Canonical padded base64 of 24-64 bytes: 8-21 full groups, or a tail of 1 or 2 bytes whose
+    # unused low bits are zero.
+    "pattern": r"^whsec_((?:[A-Za-z0-9+/]{4}){8,21}(?:[A-Za-z0-9+/][AQgw]==)?"
+    r"|(?:[A-Za-z0-9+/]{4}){8,20}[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)$",
+    "description": "whsec_ + canonical padded base64 of 24-64 bytes; generated when absent",
+}
 
 
 def _check_url(value: str) -> None:
@@ -35,7 +69,7 @@ def _check_secret(value: str) -> None:
 class SubscriptionSchema(Schema):
     id = fields.String(metadata={"example": "wh_2x9Yd"})
     url = fields.String(metadata={"example": "https://example.com/hooks/apex"})
-    events = fields.List(fields.String(), metadata={"example": ["lead.created"]})
+    events = fields.List(_event_type(), metadata={"example": ["lead.created"]})
     status = fields.String(metadata={"enum": list(subscriptions.STATUSES)})
     description = fields.String()
     disabled_reason = fields.String(data_key="disabledReason", allow_none=True)
@@ -48,24 +82,33 @@ class SubscriptionWithSecretSchema(SubscriptionSchema):
 
 
 class SubscriptionCreateSchema(Schema):
-    url = fields.String(required=True, validate=_check_url)
-    events = fields.List(fields.String(), required=True, validate=_check_events)
-    secret = fields.String(
-        validate=_check_secret,
-        metadata={"description": "whsec_ + base64 of 24-64 bytes; generated when absent"},
+    url = fields.String(required=True, validate=_check_url, metadata=URL_DOC)
+    events = fields.List(
+        _event_type(),
+        required=True,
+        validate=[validate.Length(min=1), _check_events],
+        metadata=_EVENTS_DOC,
     )
-    description = fields.String(validate=validate.Length(max=500))
+    secret = fields.String(validate=_check_secret, metadata=SECRET_DOC)
+    description = Text(validate=validate.Length(max=500))
 
 
 class SubscriptionUpdateSchema(Schema):
-    url = fields.String(validate=_check_url)
-    events = fields.List(fields.String(), validate=_check_events)
-    description = fields.String(validate=validate.Length(max=500))
+    url = fields.String(validate=_check_url, metadata=URL_DOC)
+    events = fields.List(
+        _event_type(), validate=[validate.Length(min=1), _check_events], metadata=_EVENTS_DOC
+    )
+    description = Text(validate=validate.Length(max=500))
     status = fields.String(validate=validate.OneOf(["active", "paused"]))
+
+    @validates_schema
+    def validate_not_empty(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ValidationError("name at least one of url, events, description, status", "_body")
 
 
 class SubscriptionIdSchema(Schema):
-    id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    id = Text(required=True, validate=validate.Length(min=1, max=64))
 
 
 class DeletedSchema(Schema):
@@ -74,7 +117,7 @@ class DeletedSchema(Schema):
 
 
 class RotateSecretSchema(Schema):
-    secret = fields.String(validate=_check_secret)
+    secret = fields.String(validate=_check_secret, metadata=SECRET_DOC)
 
 
 class RotatedSchema(Schema):

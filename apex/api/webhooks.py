@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask_smorest import Blueprint
+from flask import Blueprint as FlaskBlueprint
+from flask import Response, current_app
 
 from apex import subscriptions
 from apex.api.auth import require_api_key
+from apex.api.bodies import Blueprint
 from apex.api.runtime import runtime
 from apex.api.schemas import (
     DeletedSchema,
@@ -20,9 +22,29 @@ from apex.api.schemas import (
     SubscriptionUpdateSchema,
     SubscriptionWithSecretSchema,
 )
+from apex.sources.registry import SOURCES
 
 blp = Blueprint("webhooks", __name__, url_prefix="/api", description="Webhook subscriptions")
 blp.before_request(require_api_key)
+
+
+def subscription_options(sub_id: str) -> Response:
+    """OPTIONS on a subscription. Flask would also list POST, which belongs to the platforms' door
+    POST /api/webhooks/<source> of the same shape (and is only theirs for stripe, github and
+    hubspot: any other id answers 404 there)."""
+    response = current_app.make_default_options_response()
+    methods = ["DELETE", "GET", "HEAD", "OPTIONS", "PATCH"]
+    response.headers["Allow"] = ", ".join(
+        sorted([*methods, "POST"] if sub_id in SOURCES else methods)
+    )
+    return response
+
+
+# Through Flask's own add_url_rule, so it is not an operation of the document; first, so it
+# answers OPTIONS before the automatic answer of the routes below.
+FlaskBlueprint.add_url_rule(
+    blp, "/webhooks/<sub_id>", "subscription_options", subscription_options, methods=["OPTIONS"]
+)
 
 
 @blp.route("/webhooks", methods=["GET"])
@@ -80,8 +102,9 @@ def delete_webhook(sub_id: str) -> dict[str, Any]:
 
 
 @blp.route("/webhooks/<sub_id>/rotate-secret", methods=["POST"])
-@blp.arguments(RotateSecretSchema)
+@blp.arguments(RotateSecretSchema, required=False)
 @blp.response(200, RotatedSchema)
+@blp.alt_response(409, description="Rotated recently: the overlap is still running (conflict)")
 def rotate_secret(body: dict[str, Any], sub_id: str) -> dict[str, Any]:
     """Issue a new secret (shown once); the previous one keeps signing for the overlap period."""
     rt = runtime()
