@@ -350,6 +350,40 @@ def test_the_generic_shape_credits_a_won_deal_too(engine: Engine) -> None:
     assert (lead.email, lead.summary.revenue, lead.summary.conversions) == (JANE, 9950, 1)
 
 
+def test_a_deal_of_two_contacts_counts_once_for_the_first_associated(engine: Engine) -> None:
+    second = association("CONTACT_TO_DEAL", OTHER, DEAL, 1764252300000)
+    other_email = event(
+        "contact.propertyChange",
+        OTHER,
+        1764165600200,
+        propertyName="email",
+        propertyValue="sam@acme.io",
+    )
+
+    process(engine, [second, other_email, *won_deal()[::-1]])
+
+    revenue = {lead.email: lead.summary.revenue for lead in the_leads(engine)}
+    assert revenue == {JANE: 1_200_000, "sam@acme.io": 0}
+    assert total_revenue(engine) == 1_200_000
+
+
+def test_a_second_contact_with_the_same_email_joins_the_lead_and_revenue_stays_once(
+    engine: Engine,
+) -> None:
+    twin_email = event(
+        "contact.propertyChange", OTHER, 1764165600300, propertyName="email", propertyValue=JANE
+    )
+
+    process(engine, [*won_deal(), twin_email])
+
+    (lead,) = the_leads(engine)
+    assert {i.value for i in lead.identities if i.kind == "hubspot"} == {
+        f"portal-{PORTAL}:{CONTACT}",
+        f"portal-{PORTAL}:{OTHER}",
+    }
+    assert (lead.summary.revenue, lead.summary.conversions) == (1_200_000, 1)
+
+
 # Removing the association un-credits the deal: Apex credits a deal to the contacts associated
 # with it now. A won deal no contact is associated with is no lead's conversion (and so is not in
 # the attribution totals) until one is associated again; associated with another contact, it is
