@@ -1,7 +1,8 @@
-"""Stripe thin event notifications at the database: with STRIPE_API_KEY the event is fetched
-through the `stripe` package from a local fake Stripe API (the v2 event, then the object it is
-about) and counted as its snapshot event would be; without it, or when Stripe has nothing
-Apex reads, it is ignored with the reason."""
+"""Stripe's API at the database, through the `stripe` package against a local fake Stripe API:
+thin event notifications are fetched (the v2 event, then the object it is about) and counted as
+their snapshot event would be (without STRIPE_API_KEY, or when Stripe has nothing Apex reads,
+ignored with the reason); a basil invoice that names no payment is linked to the intent that
+paid it through its invoice payments."""
 
 from __future__ import annotations
 
@@ -131,3 +132,52 @@ def test_a_stripe_outage_delays_a_thin_event(
     with pytest.raises(EnrichmentUnavailableError):
         process(engine, thin("evt_thin_5", "v1.charge.captured", "/v1/charges/x"), enricher)
     assert identity.page(engine, None, None, 10, None)[0] == []
+
+
+def test_with_an_api_key_a_basil_invoice_is_linked_to_its_intent_without_invoice_payment(
+    engine: Engine, enricher: Enricher, httpserver: HTTPServer
+) -> None:
+    invoice = {
+        "id": "in_basil1",
+        "object": "invoice",
+        "amount_paid": 4900,
+        "currency": "usd",
+        "customer": "cus_jane",
+        "customer_email": JANE,
+        "status": "paid",
+    }
+    intent = {
+        "id": "pi_basil1",
+        "object": "payment_intent",
+        "amount": 4900,
+        "amount_received": 4900,
+        "currency": "usd",
+        "customer": "cus_jane",
+        "receipt_email": JANE,
+        "status": "succeeded",
+    }
+    paid = {
+        "id": "inpay_1",
+        "object": "invoice_payment",
+        "amount_paid": 4900,
+        "currency": "usd",
+        "invoice": "in_basil1",
+        "payment": {"type": "payment_intent", "payment_intent": "pi_basil1"},
+        "status": "paid",
+    }
+    httpserver.expect_request(
+        "/v1/invoice_payments", query_string={"invoice": "in_basil1", "status": "paid"}
+    ).respond_with_json({"object": "list", "data": [paid], "has_more": False, "url": "/v1/x"})
+
+    for event_type, obj in (("invoice.paid", invoice), ("payment_intent.succeeded", intent)):
+        event = {
+            "id": f"evt_{event_type}",
+            "object": "event",
+            "type": event_type,
+            "created": 1764500000,
+            "data": {"object": obj},
+        }
+        process(engine, event, enricher)
+
+    [lead] = identity.page(engine, None, None, 10, None)[0]
+    assert (lead.summary.revenue, lead.summary.conversions) == (4900, 1)

@@ -31,7 +31,7 @@ from apex.sources.enrichment import (
     requested_wait,
 )
 from apex.sources.source import UnusableEventError
-from apex.sources.stripe.extract import extract, thin_event
+from apex.sources.stripe.extract import extract, paid_by, thin_event
 
 if TYPE_CHECKING:
     from config import Settings
@@ -65,6 +65,23 @@ class StripeCustomers:
             since.timestamp(),
             lambda: self._calls.retrying(what, lambda: self._attempt(what, customer)),
         )
+
+    def invoice_payments(self, invoice_id: str, since: datetime) -> list[dict[str, Any]]:
+        """The paid invoice_payment objects of an invoice (cached), [] when Stripe has none.
+        Raises EnrichmentUnavailableError as get does."""
+        what = f"stripe invoice_payments?invoice={invoice_id}"
+
+        def listed() -> dict[str, Any]:
+            found = self._client.v1.invoice_payments.list({"invoice": invoice_id, "status": "paid"})
+            return {"data": [payment.to_dict() for payment in found.data]}
+
+        answer = self._calls.cache.answer(
+            ("stripe-invoice-payments", invoice_id),
+            since.timestamp(),
+            lambda: self._calls.retrying(what, lambda: self._attempt(what, listed)),
+        )
+        data = (answer or {}).get("data")
+        return [payment for payment in data if isinstance(payment, dict)] if data else []
 
     def thin_event(self, event_id: str) -> Answer:
         """The snapshot event (extract.thin_event) a thin notification stands for: the v2 event
@@ -120,6 +137,8 @@ class StripeEnricher:
             return self._fetched(record)
         if isinstance(record, Contact) and record.subject.kind == "stripe":
             return self._customer(record)
+        if isinstance(record, Payment) and _unlinked_invoice(record):
+            record = self._linked(record)
         if isinstance(record, Payment | Refund | Touchpoint):
             return self._payer(record)
         return record
@@ -135,6 +154,16 @@ class StripeEnricher:
             raise UnusableEventError(f"Stripe has no event {record.event_id} (any more)")
         records = extract(str(event["type"]), event, None)
         return replace(record, fetched=tuple(self(fetched) for fetched in records))
+
+    def _linked(self, record: Payment) -> Payment:
+        """An invoice paid in one payment, counted under the intent (or charge) that paid it,
+        as invoice_payment.paid would link it; with several, left to those events."""
+        invoice_id = record.key.removeprefix("stripe:")
+        paid = self._customers.invoice_payments(invoice_id, record.at)
+        keys = [paid_by(payment) for payment in paid]
+        if len(keys) != 1 or keys[0] is None:
+            return record
+        return replace(record, key=keys[0], aliases=(record.key,))
 
     def _customer(self, record: Contact) -> Contact:
         if any(identity.kind == "email" for identity in record.identities):
@@ -154,6 +183,11 @@ class StripeEnricher:
         if email is None:
             return record
         return replace(record, identities=(*record.identities, Identity("email", email)))
+
+
+def _unlinked_invoice(record: Payment) -> bool:
+    """A payment counted under its invoice: the invoice (from basil) named no payment."""
+    return record.key.startswith("stripe:in_") and not record.aliases
 
 
 def build(settings: Settings, calls: Calls) -> StripeEnricher | None:

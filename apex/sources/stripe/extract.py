@@ -262,7 +262,7 @@ def _invoice(event_type: str, obj: Mapping[str, Any], at: datetime) -> list[Reco
     ]
     keyed: list[tuple[str, int]] = []
     for payment in payments:
-        by, amount = _paid_by(payment), _cents(payment, "amount_paid")
+        by, amount = paid_by(payment), _cents(payment, "amount_paid")
         keyed += [(by, amount)] if by and amount else []
     if keyed:  # basil, with `payments` expanded
         records += [Payment(key, identities, amount, currency, at, alias) for key, amount in keyed]
@@ -278,7 +278,7 @@ def _invoice_payment(event_type: str, obj: Mapping[str, Any], at: datetime) -> l
     the amount it paid."""
     invoice_id, currency = _ref(obj, "invoice"), currency_code(text(obj, "currency"))
     paid = _cents(obj, "amount_paid")
-    key = _paid_by(obj) or (f"stripe:{text(obj, 'id')}" if text(obj, "id") else None)
+    key = paid_by(obj) or (f"stripe:{text(obj, 'id')}" if text(obj, "id") else None)
     if invoice_id is None or currency is None or not paid or key is None:
         return []
     if obj.get("status") not in (None, "paid"):
@@ -286,7 +286,8 @@ def _invoice_payment(event_type: str, obj: Mapping[str, Any], at: datetime) -> l
     return [Payment(key, (), paid, currency, at, (f"stripe:{invoice_id}",))]
 
 
-def _paid_by(invoice_payment: Any) -> str | None:
+def paid_by(invoice_payment: Any) -> str | None:
+    """The payment key of what paid an invoice_payment: its intent, else its charge."""
     found = _ref(invoice_payment, "payment", "payment_intent") or _ref(
         invoice_payment, "payment", "charge"
     )
