@@ -10,9 +10,11 @@ report of every model must add up to the leads' revenue, per currency."""
 from __future__ import annotations
 
 import random
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,6 +22,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from apex.inbound import store
+from apex.pipeline import identity
+from apex.pipeline import run as pipeline
 from apex.pipeline.attribution import MODELS
 from config import Settings
 from tests.platforms import (
@@ -46,6 +50,7 @@ T0 = 1764252000  # the story's first Stripe event (Unix seconds); one event a mi
 CUSTOMER = "cus_jane"
 CONTACT, DEAL = 501, 9001
 HUBSPOT_AT_MS = (T0 - 86400) * 1000  # a day before the first payment
+RECEIVED = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -434,3 +439,92 @@ def test_an_invoice_counted_before_its_link_arrives_moves_to_its_intent(
     [lead] = leads(client, auth)
     assert (lead["revenue"], lead["conversions"]) == (4900, 1)
     assert_attribution_adds_up(client, auth)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (
+            {"id": "evt_nodata", "object": "event", "type": "charge.succeeded", "created": T0},
+            "has no data.object",
+        ),
+        (
+            {
+                "id": "evt_plan",
+                "object": "event",
+                "type": "plan.created",
+                "created": T0,
+                "data": {"object": {"id": "plan_1", "object": "plan"}},
+            },
+            "carries nothing Apex uses",
+        ),
+        (
+            {
+                "id": "evt_thin",
+                "object": "v2.core.event",
+                "type": "v1.charge.captured",
+                "created": "2026-11-30T10:00:00.000Z",
+                "related_object": {"id": "ch_1", "type": "charge", "url": "/v1/charges/ch_1"},
+            },
+            "set STRIPE_API_KEY",
+        ),
+        ([{"not": "an event"}], "not a Stripe event"),
+    ],
+    ids=["no data.object", "unused type", "thin without API key", "not an event"],
+)
+def test_a_stripe_event_apex_cannot_use_is_ignored_at_once_with_the_reason(
+    client: FlaskClient, app: Flask, worker_context: WorkerContext, payload: Any, reason: str
+) -> None:
+    data = body(payload)
+    response = client.post("/api/webhooks/stripe", data=data, headers=stripe_headers(data))
+    assert response.status_code == 202
+    inbound_jobs.process_inbound(response.json["id"])
+
+    row = store.get(app.extensions["apex"].engine, response.json["id"])
+    assert (row.status, row.next_attempt_at) == ("ignored", None)
+    assert row.reason is not None and reason in row.reason
+    assert row.attempts <= 1
+
+
+def test_concurrent_descriptions_of_one_payment_count_it_once(app: Flask) -> None:
+    """Workers racing on one basil invoice, its link, its intent and two of its refunds: the
+    link rows and the refund conversion are claimed before they are read, so nothing is
+    counted twice or lost (PostgreSQL runs them truly at once; SQLite serialises them)."""
+    engine = app.extensions["apex"].engine
+    rounds = 4
+    for n in range(rounds):
+        name = f"R{n}"
+        described = [
+            ("invoice.paid", invoice(name, 4900, basil=True)),
+            ("invoice_payment.paid", invoice_payment(name, 4900)),
+            ("payment_intent.succeeded", intent(name, 4900, 4900)),
+            ("refund.created", {**refund(name, 500), "id": f"re_{name}_1"}),
+            ("refund.created", {**refund(name, 300), "id": f"re_{name}_2"}),
+        ]
+        race(engine, [stripe(t, obj, created=T0 + i) for i, (t, obj) in enumerate(described)])
+
+    [lead] = identity.page(engine, None, None, 10, None)[0]
+    assert lead.summary.revenue_by_currency == {"usd": rounds * (4900 - 800)}
+    assert lead.summary.conversions == rounds
+
+
+def race(engine: Any, events: list[dict[str, Any]]) -> None:
+    """Run the pipeline on each Stripe event in threads released at once; re-raise the first
+    failure."""
+    barrier = threading.Barrier(len(events))
+    failures: list[BaseException] = []
+
+    def work(event: dict[str, Any]) -> None:
+        barrier.wait()
+        try:
+            pipeline.run(engine, "stripe", event["type"], event, {}, RECEIVED)
+        except BaseException as exc:  # reported below, in the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(event,)) for event in events]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    if failures:
+        raise failures[0]
