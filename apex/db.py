@@ -11,6 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
+CONNECT_TIMEOUT = 5  # seconds to reach PostgreSQL
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -32,8 +34,17 @@ def make_engine(url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         sa.event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
+    # pool_pre_ping: a pooled connection that died with a database restart is replaced before
+    # use, so the first request after the restart succeeds. connect_timeout: an unreachable
+    # host fails the request (503, see apex.api.errors) instead of hanging it.
     return sa.create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=10,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT},
+        hide_parameters=True,
     )
 
 

@@ -3,21 +3,199 @@
 It runs jobs in-process (SimpleWorker): deliveries go to a thread pool that outlives each job,
 so one process keeps many requests in flight. SIGTERM (a dyno restart) is a warm shutdown: the
 current job finishes, then every delivery in flight completes before the process exits.
+
+Redis going away never ends the process. RQ's work loop rides out an outage while it waits for
+a job, but quits on one that strikes anywhere else (mid-job, say: "found an unhandled exception,
+quitting"); so this entry point supervises it: when the loop ends without a stop request, it
+waits for Redis with capped backoff and starts a fresh worker. Jobs lost meanwhile are found by
+the sweepers, since the database is the truth.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
 
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.scheduler import RQScheduler
 
 from config import SettingsError, load_settings
 from config.logging import configure_logging
 from workers import context, jobs
+from workers.outage import MAX_DELAY, Outage
 
 log = logging.getLogger("apex.worker")
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+QUICK_QUIT = 30.0  # a work loop that ended sooner than this after its start restarts later
+MAX_RESTART_DELAY = 30.0
+
+
+class RetryScheduler(RQScheduler):
+    """RQ's scheduler (it moves jobs enqueued with `enqueue_in`, our retries, to their queues
+    when due; the worker runs it in a child process) with a loop that waits out Redis outages
+    instead of ending the child until the worker's next maintenance pass."""
+
+    def work(self) -> None:
+        outage = Outage("Redis", logging.getLogger("apex.worker.scheduler"))
+        self._install_signal_handlers()
+        while not self._stop_requested:
+            try:
+                self.register_birth()  # idempotent; restores the entry if Redis lost it
+                if self.should_reacquire_locks:
+                    self.acquire_locks()
+                self.heartbeat()
+                self.enqueue_scheduled_jobs()
+            except REDIS_DOWN as exc:
+                time.sleep(outage.failed(exc))
+                continue
+            outage.ok()
+            time.sleep(self.interval)
+        try:
+            self.stop()
+        except REDIS_DOWN:
+            pass  # its locks and entry expire on their own
+
+
+class ApexWorker(SimpleWorker):
+    """SimpleWorker that knows whether it was asked to stop, reports Redis outages through
+    `outage`, and whose teardown does not fail while Redis is down."""
+
+    max_connection_wait_time = MAX_DELAY  # RQ's own wait between dequeue retries (60 s)
+
+    def __init__(
+        self, *args: Any, outage: Outage, stop_requested: threading.Event, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.outage = outage
+        self.stop_requested = stop_requested
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_requested.set()
+        super().request_stop(signum, frame)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        super().heartbeat(timeout, pipeline)
+        if pipeline is None:  # the commands ran: Redis answers
+            self.outage.ok()
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        # RQ's own, with RetryScheduler in place of RQScheduler.
+        self.scheduler = RetryScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()
+        if not self.scheduler.acquired_locks:
+            return
+        if not burst:
+            self.scheduler.start()
+            return
+        try:
+            self.scheduler.register_birth()
+            self.scheduler.enqueue_scheduled_jobs()
+        finally:
+            self.scheduler.release_locks()
+            self.scheduler.register_death()
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        except REDIS_DOWN:
+            # Unregistering needs Redis; the worker's key expires by itself (worker_ttl). The
+            # pubsub thread would retry forever: stop it.
+            if self.pubsub_thread is not None:
+                self.pubsub_thread.stop()
+
+
+class RedisOutageLines(logging.Filter):
+    """Turns RQ's line-per-retry reports of an unreachable Redis into the outage's state changes
+    (down, still down every minute, back)."""
+
+    def __init__(self, outage: Outage) -> None:
+        super().__init__()
+        self.outage = outage
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None and isinstance(record.args, tuple):
+            exc = next((a for a in record.args if isinstance(a, BaseException)), None)
+        if isinstance(exc, REDIS_DOWN):
+            self.outage.failed(exc)
+            return False
+        return True
+
+
+def wait_for_redis(redis: Redis, outage: Outage, stop: threading.Event) -> None:
+    """Return once Redis answers PING or `stop` is set, retrying with capped backoff."""
+    while not stop.is_set():
+        try:
+            redis.ping()
+        except REDIS_DOWN as exc:
+            stop.wait(outage.failed(exc))
+            continue
+        outage.ok()
+        return
+
+
+def supervise(ctx: context.WorkerContext, burst: bool, logging_level: str) -> None:
+    """Run RQ's work loop until asked to stop (or, with `burst`, until the queues are empty),
+    starting a fresh worker whenever the loop quits on its own."""
+    outage = Outage("Redis", log)
+    logging.getLogger("rq.worker").addFilter(RedisOutageLines(outage))
+    stop = threading.Event()
+    restart_delay = 0.0
+    while not stop.is_set():
+        worker = ApexWorker(
+            list(jobs.QUEUES),
+            connection=ctx.redis,
+            worker_ttl=75,
+            maintenance_interval=60,
+            default_result_ttl=jobs.RESULT_TTL,
+            outage=outage,
+            stop_requested=stop,
+        )
+        started = time.monotonic()
+        try:
+            worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+        except REDIS_DOWN as exc:  # raised before RQ's loop: registering, starting its scheduler
+            outage.failed(exc)
+            worker.teardown()
+        if stop.is_set() or (burst and not outage.down):
+            return
+        # Between two work loops, a stop request must not reach the old worker's handlers.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda _signum, _frame: stop.set())
+        if outage.down:
+            log.warning("work loop ended without a stop request; restarting once Redis answers")
+            wait_for_redis(ctx.redis, outage, stop)
+        else:  # some other failure, which RQ logged: restart, but never in a tight loop
+            quick = time.monotonic() - started < QUICK_QUIT
+            restart_delay = min(max(restart_delay * 2, 1.0), MAX_RESTART_DELAY) if quick else 0.0
+            log.warning(
+                "work loop ended without a stop request; restarting in %.0f s", restart_delay
+            )
+            stop.wait(restart_delay)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,15 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings)
     ctx = context.configure(settings)
-    worker = SimpleWorker(
-        list(jobs.QUEUES),
-        connection=ctx.redis,
-        worker_ttl=75,
-        maintenance_interval=60,
-        default_result_ttl=jobs.RESULT_TTL,
-    )
     try:
-        worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
+        supervise(ctx, args.burst, settings.log_level)
     finally:
         jobs.shutdown()
         log.info("worker stopped; deliveries in flight finished")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from redis import Redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 from sqlalchemy.engine import Engine
 
 from apex.db import make_engine
@@ -15,6 +17,18 @@ from apex.delivery.ssrf import new_session
 from apex.pipeline.enrich import Enricher, build_enricher
 from apex.secretbox import SecretBox
 from config import Settings, load_settings
+
+
+def redis_client(url: str) -> Redis:
+    """A Redis client for a background process: each command rides out a blip of a few seconds
+    (reconnecting with jittered backoff) before raising; longer outages reach the caller, whose
+    loop waits them out (see workers.__main__ and workers.scheduled)."""
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), retries=6),
+    )
 
 
 @dataclass(frozen=True)
@@ -48,7 +62,7 @@ def build(settings: Settings) -> WorkerContext:
         connect_timeout=settings.connect_timeout,
         total_timeout=settings.request_timeout,
     )
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings.redis_url)
     return WorkerContext(settings, engine, redis, box, delivery, build_enricher(settings))
 
 

@@ -15,6 +15,7 @@ from redis import Redis
 from rq import Queue
 
 FLAG_TTL = 30  # a drain job that died lets another start after this many seconds
+STALE_FLAG_TTL = FLAG_TTL - 15  # a flag not renewed for 15 s lets a push start another drain
 SLICE = 5.0  # seconds a drain job runs before yielding its worker to other queues
 RESULT_TTL = 60
 JOB_TIMEOUT = 600  # a drain job runs SLICE seconds, but may wait for busy delivery slots
@@ -47,7 +48,14 @@ class ReadyList:
         with redis.pipeline(transaction=False) as pipe:
             pipe.rpush(self.key, *items)
             pipe.set(self._draining, "1", nx=True, ex=FLAG_TTL)
-            _, start = pipe.execute()
+            pipe.ttl(self._draining)
+            _, start, ttl = pipe.execute()
+        # A running drain job renews the flag every batch. One not renewed for a while belongs
+        # to a job that may be gone (its worker lost Redis or its database mid-job): start
+        # another rather than leave the list waiting for the flag to expire. A second drain
+        # job is harmless.
+        if not start and ttl < STALE_FLAG_TTL:
+            start = redis.expire(self._draining, FLAG_TTL)
         if start:
             Queue(self.queue, connection=redis).enqueue(
                 drain_job, result_ttl=RESULT_TTL, job_timeout=JOB_TIMEOUT

@@ -1,12 +1,16 @@
-"""The one place that renders errors as JSON: ours, werkzeug's HTTP errors, a catch-all 500."""
+"""The one place that renders errors as JSON: ours, werkzeug's HTTP errors, an unreachable
+database or Redis (503 with Retry-After: clients and platforms retry), a catch-all 500."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+import sqlalchemy.exc as sa_exc
 from flask import Flask, Response, jsonify
 from marshmallow import Schema, fields
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from apex.errors import ApexError, FieldError
@@ -26,6 +30,9 @@ _HTTP_CODES = {
     422: "validation_failed",
     429: "rate_limited",
 }
+
+
+RETRY_AFTER = 5  # seconds a client is asked to wait when the database or Redis is unreachable
 
 
 class FieldErrorSchema(Schema):
@@ -94,6 +101,30 @@ def handle_http_exception(exc: HTTPException) -> Response:
     return response
 
 
+def _unavailable(code: str, detail: str) -> Response:
+    response = _render(503, code, detail)
+    response.headers["Retry-After"] = str(RETRY_AFTER)
+    return response
+
+
+def handle_database_error(exc: sa_exc.SQLAlchemyError) -> Response:
+    """The database unreachable (refused, restarting, dropped connection, pool exhausted) is a
+    503 to retry; any other database error is a bug: 500."""
+    unreachable = isinstance(
+        exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+    ) or (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
+    if not unreachable:
+        return handle_unexpected(exc)
+    cause = type(getattr(exc, "orig", None) or exc).__name__
+    log.warning("request failed: database_unavailable (%s)", cause)
+    return _unavailable("database_unavailable", "The database is unavailable; retry shortly.")
+
+
+def handle_redis_unreachable(exc: RedisConnectionError | RedisTimeoutError) -> Response:
+    log.warning("request failed: redis_unavailable (%s)", type(exc).__name__)
+    return _unavailable("redis_unavailable", "The queue (Redis) is unavailable; retry shortly.")
+
+
 def handle_unexpected(exc: Exception) -> Response:
     log.exception("unhandled error: %s", type(exc).__name__)
     return _render(500, "internal_error", "An internal error occurred; it has been logged.")
@@ -102,4 +133,7 @@ def handle_unexpected(exc: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApexError, handle_apex_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(sa_exc.SQLAlchemyError, handle_database_error)
+    app.register_error_handler(RedisConnectionError, handle_redis_unreachable)
+    app.register_error_handler(RedisTimeoutError, handle_redis_unreachable)
     app.register_error_handler(Exception, handle_unexpected)

@@ -199,7 +199,7 @@ def test_openapi_document_lists_the_routes(client: FlaskClient) -> None:
 def test_health_reports_redis_and_database(client: FlaskClient) -> None:
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json == {"status": "ok", "redis": "ok", "database": "ok"}
+    assert response.json == {"status": "ok", "checks": {"redis": "ok", "database": "ok"}}
 
 
 def test_health_is_503_while_shutting_down(client: FlaskClient) -> None:

@@ -1,0 +1,218 @@
+"""Fault injection on the real processes: a private Redis stopped for 1 s, 10 s and 60 s, and a
+private PostgreSQL restarted, while events are published and signed inbound webhooks arrive.
+Every process keeps running, the API never answers 500 (503 with Retry-After while the database
+is down), and everything accepted is delivered to the local receiver or processed."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
+from redis import Redis
+from rq import Queue
+from rq.job import JobStatus
+
+from apex.db import make_engine
+from apex.models import deliveries as delivery_table
+from apex.models import metadata
+from config import Settings
+from launcher.embedded_redis import EmbeddedRedis
+from tests.integration.conftest import wait_for
+from tests.integration.faults import Load, PrivatePostgres, outcome
+from tests.integration.receivers import Receiver, subscribe
+from tests.platforms import STRIPE_SECRET, stripe_body, stripe_headers
+from workers.jobs import MAINTENANCE
+
+LOAD_EVERY = 0.2  # seconds between two (publish, inbound webhook) pairs
+RECOVERY_TIMEOUT = 90.0  # seconds for everything accepted to be delivered and processed
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return replace(settings, stripe_webhook_secrets=(STRIPE_SECRET,), retry_schedule=(1, 1, 2, 2))
+
+
+def start_all(processes: Callable[..., subprocess.Popen[bytes]]) -> list[subprocess.Popen[bytes]]:
+    return [processes(), processes("workers.scheduled")]
+
+
+def alive(procs: list[subprocess.Popen[bytes]]) -> list[bool]:
+    return [proc.poll() is None for proc in procs]
+
+
+def settled(engine: sa.Engine, load: Load, receiver: Receiver) -> bool:
+    """Every delivery delivered and received, every accepted event among them, every inbound
+    event processed."""
+    by_status, inbound = outcome(engine)
+    with engine.connect() as conn:
+        delivered = set(conn.execute(sa.select(delivery_table.c.event_id)).scalars())
+    with receiver.lock:
+        received = {headers["Webhook-Id"] for _, headers, _ in receiver.requests}
+    return (
+        set(by_status) == {"delivered"}
+        and set(load.events) <= delivered <= received
+        and inbound == {"processed": len(load.inbound)}
+    )
+
+
+def report(label: str, engine: sa.Engine, load: Load, procs: list[subprocess.Popen[bytes]]) -> None:
+    by_status, inbound = outcome(engine)
+    print(
+        f"\nFAULT {label}: processes alive {alive(procs)}; deliveries {dict(by_status)}"
+        f" ({len(load.events)} published); inbound {dict(inbound)} ({len(load.inbound)} accepted);"
+        f" answers {dict(load.statuses)}; refusals {dict(load.refusals)}"
+    )
+
+
+def log_of(tmp_path: Path, module: str) -> str:
+    return "".join(path.read_text() for path in tmp_path.glob(f"{module}-*.log"))
+
+
+# --- Redis -----------------------------------------------------------------------------------
+
+
+class TestRedisOutage:
+    @pytest.fixture
+    def private_redis(self, tmp_path: Path) -> Iterator[EmbeddedRedis]:
+        """A Redis of this test's own, without persistence: a restart loses every queue."""
+        server = EmbeddedRedis(tmp_path / "redis", persist=False).start()
+        yield server
+        server.stop()
+
+    @pytest.fixture
+    def redis_conn(self, private_redis: EmbeddedRedis) -> Iterator[Redis]:
+        conn = Redis.from_url(private_redis.url)
+        yield conn
+        conn.close()
+
+    @pytest.fixture
+    def settings(self, settings: Settings, private_redis: EmbeddedRedis) -> Settings:
+        return replace(settings, redis_url=private_redis.url)
+
+    @pytest.mark.parametrize("seconds", [1, 10, 60])
+    def test_every_process_rides_out_redis_down_and_nothing_is_lost(
+        self,
+        seconds: int,
+        app: Flask,
+        client: FlaskClient,
+        auth: dict[str, str],
+        httpserver: HTTPServer,
+        processes: Callable[..., subprocess.Popen[bytes]],
+        private_redis: EmbeddedRedis,
+        redis_conn: Redis,
+        tmp_path: Path,
+    ) -> None:
+        receiver = Receiver(httpserver, "/hook")
+        subscribe(client, auth, receiver.url, ["*"])
+        procs = start_all(processes)
+        engine = app.extensions["apex"].engine
+        load = Load(app, auth, every=LOAD_EVERY)
+        load.start()
+        try:
+            wait_for(lambda: len(receiver.requests) >= 5)  # deliveries and inbound are flowing
+            # Redis goes away while the worker runs a job: RQ's loop cannot finish that job
+            # and quits ("found an unhandled exception") unless something restarts it.
+            blocking = Queue(MAINTENANCE, connection=redis_conn).enqueue(time.sleep, 3)
+            wait_for(lambda: blocking.get_status() == JobStatus.STARTED)
+
+            private_redis.stop()
+            health = client.get("/health")
+            assert health.status_code == 503
+            assert health.json["checks"] == {"redis": "down", "database": "ok"}
+            time.sleep(seconds)
+            private_redis.start()
+            time.sleep(2)  # load goes on after Redis is back
+        finally:
+            load.stop()
+
+        wait_for(lambda: settled(engine, load, receiver), timeout=RECOVERY_TIMEOUT, interval=0.5)
+        report(f"redis down {seconds} s", engine, load, procs)
+        assert alive(procs) == [True, True]
+        assert set(load.statuses) == {202}  # accepted while Redis was down too
+        assert client.get("/health").json["status"] == "ok"
+        if seconds >= 10:  # longer than redis-py's retries ride out: logged once each way
+            assert "work loop ended without a stop request" in log_of(tmp_path, "workers")
+            for module, logger in (
+                ("workers", "apex.worker"),
+                ("workers.scheduled", "apex.scheduler"),
+            ):
+                log = log_of(tmp_path, module)
+                assert log.count(f"{logger}: Redis unreachable (") == 1, log
+                assert log.count(f"{logger}: Redis reachable again") == 1, log
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+class TestDatabaseRestart:
+    @pytest.fixture
+    def private_postgres(self) -> Iterator[PrivatePostgres]:
+        server = PrivatePostgres().create()
+        try:
+            yield server
+        finally:
+            server.destroy()
+
+    @pytest.fixture
+    def settings(self, settings: Settings, private_postgres: PrivatePostgres) -> Settings:
+        engine = make_engine(private_postgres.url)
+        metadata.create_all(engine)
+        engine.dispose()
+        return replace(settings, database_url=private_postgres.url)
+
+    def test_api_answers_503_while_postgres_restarts_and_nothing_is_lost(
+        self,
+        app: Flask,
+        client: FlaskClient,
+        auth: dict[str, str],
+        httpserver: HTTPServer,
+        processes: Callable[..., subprocess.Popen[bytes]],
+        private_postgres: PrivatePostgres,
+    ) -> None:
+        receiver = Receiver(httpserver, "/hook")
+        subscribe(client, auth, receiver.url, ["*"])
+        procs = start_all(processes)
+        engine = app.extensions["apex"].engine
+        load = Load(app, auth, every=LOAD_EVERY)
+        load.start()
+        try:
+            wait_for(lambda: len(receiver.requests) >= 5)
+
+            private_postgres.stop()
+            event = {"type": "lead.created", "data": {"n": 0}}
+            data = stripe_body(event_id="evt_fault_while_down")
+            for response in (
+                client.post("/api/events", json=event, headers=auth),
+                client.post("/api/webhooks/stripe", data=data, headers=stripe_headers(data)),
+                client.get("/api/webhooks", headers=auth),
+            ):
+                assert response.status_code == 503, response.json
+                assert response.json["code"] == "database_unavailable"
+                assert response.headers["Retry-After"] == "5"
+            health = client.get("/health")
+            assert health.status_code == 503
+            assert health.json["checks"] == {"redis": "ok", "database": "down"}
+            time.sleep(3)  # the load keeps knocking
+            private_postgres.start()
+
+            # The pool replaces connections the restart cut: the first request succeeds.
+            first = client.post("/api/events", json=event, headers=auth)
+            assert first.status_code == 202, first.json
+            time.sleep(2)
+        finally:
+            load.stop()
+
+        load.events.append(first.json["id"])
+        wait_for(lambda: settled(engine, load, receiver), timeout=RECOVERY_TIMEOUT, interval=0.5)
+        report("postgres restart", engine, load, procs)
+        assert alive(procs) == [True, True]
+        assert set(load.statuses) == {202, 503}  # never a 500
+        assert set(load.refusals) == {(503, "database_unavailable", "5")}
