@@ -119,7 +119,7 @@ def test_a_thin_event_stripe_no_longer_has_is_ignored(
     httpserver.expect_request("/v2/core/events/evt_thin_4").respond_with_json(
         {"error": {"type": "invalid_request_error", "code": "resource_missing"}}, status=404
     )
-    with pytest.raises(UnusableEventError, match="no event evt_thin_4"):
+    with pytest.raises(UnusableEventError, match="no event evt_thin_4, or not its object"):
         process(engine, thin("evt_thin_4", "v1.charge.captured", "/v1/charges/x"), enricher)
 
 

@@ -151,7 +151,9 @@ class StripeEnricher:
         nothing Apex reads (see extract)."""
         event = self._customers.thin_event(record.event_id)
         if event is None:
-            raise UnusableEventError(f"Stripe has no event {record.event_id} (any more)")
+            raise UnusableEventError(
+                f"Stripe has no event {record.event_id}, or not its object, any more"
+            )
         records = extract(str(event["type"]), event, None)
         return replace(record, fetched=tuple(self(fetched) for fetched in records))
 
