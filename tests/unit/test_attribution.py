@@ -19,6 +19,7 @@ from apex.pipeline.attribution import (
     minor_units,
     split,
     summarize,
+    taken_back,
     touch_from_properties,
 )
 from apex.pipeline.records import Versioned
@@ -248,3 +249,40 @@ def test_deal_terms(properties: dict[str, Versioned], expected: DealTerms | None
 )
 def test_touch_from_properties(properties: dict[str, Versioned], expected: Touch | None) -> None:
     assert touch_from_properties("hubspot", properties) == expected
+
+
+def parts(**values: str | None) -> dict[str, Versioned]:
+    return {name.replace("__", ":"): Versioned(value, day(1)) for name, value in values.items()}
+
+
+@pytest.mark.parametrize(
+    ("stated", "expected"),
+    [
+        ({}, 0),
+        (parts(payment="stripe:pi_1"), 0),
+        (parts(refunded="1500"), 1500),
+        (parts(refund__re_1="1000", refund__re_2="500"), 1500),
+        (parts(refunded="1500", refund__re_1="1000"), 1500),
+        (parts(refunded="1000", refund__re_1="1000", refund__re_2="500"), 1500),
+        (parts(refunded="1000", refund__re_1="0"), 1000),
+        (parts(refunded="500", dispute__dp_1="4900"), 5400),
+        (parts(dispute__dp_1="0", dispute__dp_2=None), 0),
+        (parts(refunded="lots", refund__re_1="-5"), 0),
+    ],
+    ids=[
+        "nothing",
+        "only the link",
+        "running total",
+        "refunds summed",
+        "refund included in the total",
+        "total not yet updated",
+        "a failed refund",
+        "a lost dispute on top",
+        "disputes not lost",
+        "not amounts",
+    ],
+)
+def test_a_payment_loses_its_refunds_once_and_its_lost_disputes(
+    stated: dict[str, Versioned], expected: int
+) -> None:
+    assert taken_back(stated) == expected
