@@ -127,6 +127,9 @@ class TestRedisOutage:
             health = client.get("/health")
             assert health.status_code == 503
             assert health.json["checks"] == {"redis": "down", "database": "ok"}
+            job = client.get(f"/api/jobs/{blocking.id}", headers=auth)  # a route that needs Redis
+            assert (job.status_code, job.json["code"]) == (503, "redis_unavailable")
+            assert job.headers["Retry-After"] == "5"
             time.sleep(seconds)
             private_redis.start()
             time.sleep(2)  # load goes on after Redis is back
