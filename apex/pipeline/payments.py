@@ -54,9 +54,9 @@ def record_refund(conn: Connection, lead_id: str | None, refund: Refund) -> set[
     key = canonical(conn, refund.key, refund.at)
     attribution.lock_refund(conn, key, refund.currency, refund.at)
     subject = Identity(PAYMENT, key)
-    identity.record_properties(
-        conn, subject, [(refund.part or "refunded", str(refund.amount))], refund.at
-    )
+    # Zero-padded, so that of two descriptions at the same instant the larger amount wins.
+    amount = f"{max(refund.amount, 0):019d}"
+    identity.record_properties(conn, subject, [(refund.part or "refunded", amount)], refund.at)
     stated = identity.properties(conn, [subject]).get(subject, {})
     total = attribution.taken_back(stated)
     return attribution.record_refund(
