@@ -91,9 +91,9 @@ def run(
     payload): processing the event again changes nothing and only publishes what a crash kept
     the first run from publishing. Concurrent runs are safe (see identity.stitch, goals.evaluate).
 
-    Raises UnusableEventError (from extract) for an event Apex has no use for, whatever
-    `enrich` raises, and database errors; the database is then left as it was, so the caller
-    may retry.
+    Raises UnusableEventError (from extract or the enricher, or for a notification no enricher
+    fetched) for an event Apex has no use for, whatever else `enrich` raises, and database
+    errors; the database is then left as it was, so the caller may retry.
     """
     key = run_key(source, event_type, payload)
     done = _transaction(engine, lambda conn: _stored(conn, key))
