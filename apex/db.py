@@ -18,6 +18,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def unreachable(exc: BaseException) -> bool:
+    """Whether a database error means the database could not be reached or used just now
+    (refused, restarting, a dropped connection, the pool exhausted) rather than a bug: the
+    DB-API's OperationalError and InterfaceError, and what SQLAlchemy saw invalidate a
+    connection."""
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine for `url`. For SQLite, creates the parent folder and sets WAL mode and a
     busy timeout so web, worker and scheduler processes share one file without 'database is locked'.

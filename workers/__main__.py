@@ -8,7 +8,9 @@ Redis going away never ends the process. RQ's work loop rides out an outage whil
 a job, but quits on one that strikes anywhere else (mid-job, say: "found an unhandled exception,
 quitting"); so this entry point supervises it: when the loop ends without a stop request, it
 waits for Redis with capped backoff and starts a fresh worker. Jobs lost meanwhile are found by
-the sweepers, since the database is the truth.
+the sweepers, since the database is the truth. A database outage pauses the worker instead
+(see ApexWorker). Each outage is logged when it starts, every minute while it lasts, and when
+it ends.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ import time
 from types import FrameType
 from typing import Any
 
+import sqlalchemy as sa
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.scheduler import RQScheduler
+from sqlalchemy.engine import Engine
 
+from apex.db import unreachable
 from config import SettingsError, load_settings
 from config.logging import configure_logging
 from workers import context, jobs
@@ -69,16 +74,52 @@ class RetryScheduler(RQScheduler):
 
 class ApexWorker(SimpleWorker):
     """SimpleWorker that knows whether it was asked to stop, reports Redis outages through
-    `outage`, and whose teardown does not fail while Redis is down."""
+    `outage`, and whose teardown does not fail while Redis is down.
+
+    A job that failed because the database was unreachable pauses the worker: it takes no
+    further job until the database answers again (each would fail the same way), checking
+    with capped backoff while it keeps its registration in Redis alive."""
 
     max_connection_wait_time = MAX_DELAY  # RQ's own wait between dequeue retries (60 s)
 
     def __init__(
-        self, *args: Any, outage: Outage, stop_requested: threading.Event, **kwargs: Any
+        self,
+        *args: Any,
+        outage: Outage,
+        database: Outage,
+        engine: Engine,
+        stop_requested: threading.Event,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.outage = outage
+        self.database = database
+        self.engine = engine
         self.stop_requested = stop_requested
+        self.push_exc_handler(self._note_database_outage)
+
+    def _note_database_outage(
+        self, _job: Any, _type: type[BaseException], exc: BaseException, _tb: Any
+    ) -> bool:
+        if unreachable(exc):
+            self.database.failed(exc)
+        return True  # on to RQ's next handler
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> Any:
+        while self.database.down and not self.stop_requested.is_set():
+            try:
+                with self.engine.connect() as conn:
+                    conn.execute(sa.text("SELECT 1"))
+            except sa.exc.SQLAlchemyError as exc:
+                if not unreachable(exc):
+                    raise
+                self.heartbeat()
+                self.stop_requested.wait(self.database.failed(exc))
+                continue
+            self.database.ok()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop_requested.set()
@@ -162,6 +203,7 @@ def supervise(ctx: context.WorkerContext, burst: bool, logging_level: str) -> No
     """Run RQ's work loop until asked to stop (or, with `burst`, until the queues are empty),
     starting a fresh worker whenever the loop quits on its own."""
     outage = Outage("Redis", log)
+    database = Outage("database", log)
     logging.getLogger("rq.worker").addFilter(RedisOutageLines(outage))
     stop = threading.Event()
     restart_delay = 0.0
@@ -173,6 +215,8 @@ def supervise(ctx: context.WorkerContext, burst: bool, logging_level: str) -> No
             maintenance_interval=60,
             default_result_ttl=jobs.RESULT_TTL,
             outage=outage,
+            database=database,
+            engine=ctx.engine,
             stop_requested=stop,
         )
         started = time.monotonic()

@@ -45,7 +45,7 @@ class Outage:
                 "%s unreachable (%s: %s); retrying with backoff",
                 self.name,
                 type(exc).__name__,
-                exc,
+                _first_line(exc),
             )
             return self._delay
         if now - self._reported >= STILL_DOWN_EVERY:
@@ -60,3 +60,9 @@ class Outage:
                 "%s reachable again after %.1f s; resuming", self.name, self.clock() - self.since
             )
             self.since = None
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The start of an error's message: drivers' messages run over several lines."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else ""

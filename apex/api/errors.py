@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from apex.db import unreachable
 from apex.errors import ApexError, FieldError
 
 log = logging.getLogger("apex.api")
@@ -110,10 +111,7 @@ def _unavailable(code: str, detail: str) -> Response:
 def handle_database_error(exc: sa_exc.SQLAlchemyError) -> Response:
     """The database unreachable (refused, restarting, dropped connection, pool exhausted) is a
     503 to retry; any other database error is a bug: 500."""
-    unreachable = isinstance(
-        exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
-    ) or (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
-    if not unreachable:
+    if not unreachable(exc):
         return handle_unexpected(exc)
     cause = type(getattr(exc, "orig", None) or exc).__name__
     log.warning("request failed: database_unavailable (%s)", cause)

@@ -179,6 +179,7 @@ class TestDatabaseRestart:
         httpserver: HTTPServer,
         processes: Callable[..., subprocess.Popen[bytes]],
         private_postgres: PrivatePostgres,
+        tmp_path: Path,
     ) -> None:
         receiver = Receiver(httpserver, "/hook")
         subscribe(client, auth, receiver.url, ["*"])
@@ -203,7 +204,7 @@ class TestDatabaseRestart:
             health = client.get("/health")
             assert health.status_code == 503
             assert health.json["checks"] == {"redis": "ok", "database": "down"}
-            time.sleep(3)  # the load keeps knocking
+            time.sleep(4)  # the load keeps knocking; the sweepers run and fail
             private_postgres.start()
 
             # The pool replaces connections the restart cut: the first request succeeds.
@@ -219,3 +220,7 @@ class TestDatabaseRestart:
         assert alive(procs) == [True, True]
         assert set(load.statuses) == {202, 503}  # never a 500
         assert set(load.refusals) == {(503, "database_unavailable", "5")}
+        # A job failed on the database: the worker paused until it answered, and said so once.
+        log = log_of(tmp_path, "workers")
+        assert log.count("apex.worker: database unreachable (") == 1, log
+        assert log.count("apex.worker: database reachable again") == 1, log

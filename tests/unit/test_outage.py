@@ -58,3 +58,13 @@ def test_a_new_outage_starts_again_from_the_first_delay(outage: Outage) -> None:
     outage.ok()
     assert outage.failed(TimeoutError()) == FIRST_DELAY
     assert outage.down
+
+
+def test_the_down_line_is_one_line(outage: Outage, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "test.outage")
+    outage.failed(OSError("connection refused\n\tIs the server running on that host?\n(More)"))
+    [record] = caplog.records
+    assert (
+        record.getMessage()
+        == "Redis unreachable (OSError: connection refused); retrying with backoff"
+    )
