@@ -56,7 +56,7 @@ def test_published_vector_passes_signature_check(vector: dict[str, Any]) -> None
 
     if vector["expect"] == "not_json":
         # Reaching the JSON check proves the signature was accepted.
-        with pytest.raises(BadRequestError, match="not valid JSON"):
+        with pytest.raises(BadRequestError, match="Malformed JSON body"):
             github.verify(raw, [vector["secret"]], NOW)
     else:
         (event,) = github.verify(raw, [vector["secret"]], NOW)
@@ -254,3 +254,26 @@ def test_reports_source_not_configured_without_usable_secret(secrets: list[str])
 def test_refuses_a_bare_string_as_secrets() -> None:
     with pytest.raises(TypeError):
         github.verify(request(), SECRET, NOW)
+
+
+@pytest.mark.parametrize(
+    ("body", "accepted"),
+    [
+        (b'{"a":' * 64 + b"1" + b"}" * 64, True),
+        (b'{"a":' * 65 + b"1" + b"}" * 65, False),
+        (b'{"a":' + b"9" * 1000 + b"}", True),
+        (b'{"a":' + b"9" * 1001 + b"}", False),
+        (b'{"a":' * 5000 + b"1" + b"}" * 5000, False),  # would exhaust the parser's recursion
+    ],
+    ids=["64-deep", "65-deep", "1000-digits", "1001-digits", "5000-deep"],
+)
+def test_verified_body_is_bounded_in_depth_and_number_size_before_parsing(
+    body: bytes, accepted: bool
+) -> None:
+    raw = request(body)
+    if accepted:
+        (event,) = github.verify(raw, [SECRET], NOW)
+        assert isinstance(event.payload, dict)
+    else:
+        with pytest.raises(BadRequestError, match="nested more than 64|number of 1001"):
+            github.verify(raw, [SECRET], NOW)

@@ -131,7 +131,7 @@ def test_published_vector_passes_signature_check(vector: dict[str, Any]) -> None
         assert event.ignored and "no subscriptionType" in event.ignored
     else:
         # Failing on the body shows the signature was accepted.
-        with pytest.raises(BadRequestError, match="not valid JSON"):
+        with pytest.raises(BadRequestError, match="Malformed JSON body"):
             hubspot.verify(raw, secrets, now, legacy_signatures=legacy_allowed(vector))
 
 
@@ -364,7 +364,7 @@ def test_valid_v3_wins_over_a_stale_legacy_signature() -> None:
     ids=["text", "empty", "truncated", "nan", "byte_order_mark"],
 )
 def test_rejects_a_verified_body_that_is_not_json(batch: str) -> None:
-    with pytest.raises(BadRequestError, match="not valid JSON"):
+    with pytest.raises(BadRequestError, match="Malformed JSON body"):
         hubspot.verify(v3_request(batch.encode()), [SECRET], NOW)
 
 

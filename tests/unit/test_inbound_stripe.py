@@ -221,8 +221,8 @@ def test_agrees_with_stripe_verify_header_on_signatures(signature: str) -> None:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        ("not json", "not valid JSON"),
-        ("", "not valid JSON"),
+        ("not json", "Malformed JSON body"),
+        ("", "Malformed JSON body"),
         ('{"id": "evt_1", "type": "x", "amount": NaN}', "NaN"),
     ],
     ids=["text", "empty", "nan"],
