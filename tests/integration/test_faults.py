@@ -5,6 +5,7 @@ is down), and everything accepted is delivered to the local receiver or processe
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 from redis import Redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import JobStatus
 
 from apex.db import make_engine
@@ -25,7 +26,7 @@ from apex.models import deliveries as delivery_table
 from apex.models import metadata
 from config import Settings
 from launcher.embedded_redis import EmbeddedRedis
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import signal_group, wait_for
 from tests.integration.faults import Load, PrivatePostgres, outcome
 from tests.integration.receivers import Receiver, subscribe
 from tests.platforms import STRIPE_SECRET, stripe_body, stripe_headers
@@ -150,6 +151,23 @@ class TestRedisOutage:
                 log = log_of(tmp_path, module)
                 assert log.count(f"{logger}: Redis unreachable (") == 1, log
                 assert log.count(f"{logger}: Redis reachable again") == 1, log
+
+    def test_sigterm_while_redis_is_down_still_stops_every_process(
+        self,
+        processes: Callable[..., subprocess.Popen[bytes]],
+        private_redis: EmbeddedRedis,
+        redis_conn: Redis,
+        tmp_path: Path,
+    ) -> None:
+        procs = start_all(processes)
+        wait_for(lambda: redis_conn.keys("rq:scheduler_instance:*") and Worker.all(redis_conn))
+        private_redis.stop()
+        wait_for(lambda: "Redis unreachable" in log_of(tmp_path, "workers.scheduled"))
+        for proc in procs:
+            signal_group(proc, signal.SIGTERM)  # a dyno stop, Redis still away
+        assert [proc.wait(30) for proc in procs] == [0, 0]
+        assert "worker stopped" in log_of(tmp_path, "workers")
+        assert "scheduler stopped" in log_of(tmp_path, "workers.scheduled")
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
