@@ -120,7 +120,7 @@ class TestRedisOutage:
         try:
             wait_for(lambda: len(receiver.requests) >= 5)  # deliveries and inbound are flowing
             # Redis goes away while the worker runs a job: RQ's loop cannot finish that job
-            # and quits ("found an unhandled exception") unless something restarts it.
+            # and, once its retries give up, quits ("found an unhandled exception").
             blocking = Queue(MAINTENANCE, connection=redis_conn).enqueue(time.sleep, 3)
             wait_for(lambda: blocking.get_status() == JobStatus.STARTED)
 
@@ -143,7 +143,8 @@ class TestRedisOutage:
         assert set(load.statuses) == {202}  # accepted while Redis was down too
         assert client.get("/health").json["status"] == "ok"
         if seconds >= 10:  # longer than redis-py's retries ride out: logged once each way
-            assert "work loop ended without a stop request" in log_of(tmp_path, "workers")
+            if seconds >= 60:  # longer than RQ's own retries while it finishes the job
+                assert "work loop ended without a stop request" in log_of(tmp_path, "workers")
             for module, logger in (
                 ("workers", "apex.worker"),
                 ("workers.scheduled", "apex.scheduler"),
