@@ -6,7 +6,8 @@ sending (gunicorn parses headers in a thread and the app reads the body in one),
 deadline a few slow clients hold every thread. With it, such a client gets `408` with our error
 JSON and its connection closed, and its thread is free again at the deadline (plus a short linger
 so the 408 is not lost to a TCP reset). Idle connections (nothing sent yet) are gunicorn's own
-business: they wait in its poller, not in a thread, after a few seconds.
+business: they wait in its poller, not in a thread, after a few seconds. A worker with no thread
+free stops accepting, so the connections it would have queued go to a worker that has one.
 
 What happens at the deadline depends on who is reading:
 - gunicorn, parsing headers: the read ends as if the client had closed; the worker answers 408;
@@ -166,7 +167,26 @@ class DeadlineWorker(ThreadWorker):
 
     def init_process(self) -> None:
         self.client_timeout = load_settings().client_timeout  # the master checked them already
+        self.in_pool = 0  # connections handed to the thread pool and not finished
         super().init_process()
+
+    # A worker whose threads are all taken stops accepting, so a new connection waits for the
+    # worker (of WEB_CONCURRENCY) that has a thread free, not in this one's queue behind slow
+    # clients. These three run in gunicorn's main loop only.
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled and self.in_pool < self.cfg.threads)
+
+    def enqueue_req(self, conn: Any) -> None:
+        self.in_pool += 1
+        super().enqueue_req(conn)
+        if self.in_pool >= self.cfg.threads:
+            self.set_accept_enabled(False)
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        self.in_pool -= 1
+        super().finish_request(conn, fs)
+        if self.alive and self.nr_conns < self.worker_connections:
+            self.set_accept_enabled(True)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()

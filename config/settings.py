@@ -52,7 +52,7 @@ class Settings:
     max_inbound_body: int = 1024 * 1024  # APEX_MAX_INBOUND_BODY, bytes
     client_timeout: float = 10.0  # APEX_CLIENT_TIMEOUT, seconds to receive a request in full
     web_concurrency: int = 2  # WEB_CONCURRENCY, gunicorn worker processes
-    web_threads: int = 32  # WEB_THREADS, threads per gunicorn worker
+    web_threads: int = 64  # WEB_THREADS, threads per gunicorn worker
     stripe_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     github_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     hubspot_client_secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -217,7 +217,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_inbound_body=get("APEX_MAX_INBOUND_BODY", _positive_int, 1024 * 1024),
         client_timeout=get("APEX_CLIENT_TIMEOUT", _positive_float, 10.0),
         web_concurrency=get("WEB_CONCURRENCY", _positive_int, 2),
-        web_threads=get("WEB_THREADS", _positive_int, 32),
+        web_threads=get("WEB_THREADS", _positive_int, 64),
         stripe_webhook_secrets=get("STRIPE_WEBHOOK_SECRET", _csv, ()),
         github_webhook_secrets=get("GITHUB_WEBHOOK_SECRET", _csv, ()),
         hubspot_client_secrets=get("HUBSPOT_CLIENT_SECRET", _csv, ()),

@@ -195,6 +195,19 @@ def test_more_slow_clients_than_workers_and_threads_leave_a_normal_request_answe
     assert not any(client.done.is_set() for client in slow)  # still trickling, still held
 
 
+def test_a_worker_with_every_thread_taken_leaves_new_connections_to_one_with_a_free_thread(
+    web: Callable[..., Web], slow_clients: Callable[[int, str], SlowClient]
+) -> None:
+    # 4 threads in all, 3 held: whichever worker holds 2 must not take the normal request.
+    server = web(WEB_CONCURRENCY="2", WEB_THREADS="2", APEX_CLIENT_TIMEOUT="60")
+    slow = [slow_clients(server.port, "headers") for _ in range(3)]
+
+    answers = [signed_webhook(server.base, f"evt_web_tier_free_{n}") for n in range(4)]
+
+    assert [a.status_code for a in answers] == [202, 202, 202, 202]
+    assert not any(client.done.is_set() for client in slow)
+
+
 def test_a_chunked_inbound_body_over_the_limit_is_still_refused(web: Callable[..., Web]) -> None:
     server = web(APEX_MAX_INBOUND_BODY="1000")
 
