@@ -22,6 +22,7 @@ MAX_MANAGEMENT_BODY = 1024 * 1024
 
 _READ_CHUNK = 64 * 1024
 
+
 class _GuardedInput:
     """wsgi.input whose read errors become a 400: gunicorn raises its own parse errors (e.g.
     InvalidChunkSize) from a body read, which would otherwise reach the catch-all 500."""
