@@ -20,7 +20,7 @@ _ERRORS = {
     "404": "No such resource (not_found)",
     "413": "Body over 1 MiB (payload_too_large)",
     "422": "Invalid field values; `errors` names each field (validation_failed)",
-    "429": "Too many failed authentications from this address; see Retry-After (rate_limited)",
+    "429": "Too many failed authentications from this address; see Retry-After (too_many_requests)",
     "503": "The database or Redis is unreachable; see Retry-After",
 }
 _METHODS = ("get", "put", "post", "patch", "delete")

@@ -29,7 +29,7 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_failed",
-    429: "rate_limited",
+    429: "too_many_requests",
 }
 
 
