@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from apex import metrics
 from apex.api.auth import require_api_key
-from apex.api.bodies import Blueprint
+from apex.api.bodies import Blueprint, read_body
 from apex.api.inbound_schemas import (
     InboundEventDetailSchema,
     InboundPageSchema,
@@ -22,7 +22,7 @@ from apex.api.inbound_schemas import (
 )
 from apex.api.runtime import runtime
 from apex.db import utcnow
-from apex.errors import ApexError, NotFoundError, PayloadTooLargeError
+from apex.errors import ApexError, NotFoundError
 from apex.inbound import store
 from apex.sources.registry import SOURCES
 from apex.sources.request import RawRequest
@@ -40,8 +40,6 @@ operator_blp = Blueprint(
     "inbound_operator", __name__, url_prefix="/api", description="Received inbound events"
 )
 operator_blp.before_request(require_api_key)
-
-_READ_CHUNK = 64 * 1024
 
 
 # --- the platforms' door --------------------------------------------------------------------
@@ -82,7 +80,7 @@ def _receive(source: str) -> tuple[dict[str, Any], int]:
         expected = ", ".join(sorted(SOURCES))
         raise NotFoundError(f"Unknown webhook source {source[:40]!r}; expected one of {expected}")
     rt = runtime()
-    body = _read_body(rt.settings.max_inbound_body)
+    body = read_body(rt.settings.max_inbound_body)
     raw = RawRequest(
         method=request.method,
         url=_signed_url(rt.settings.public_url),
@@ -106,25 +104,6 @@ def _receive(source: str) -> tuple[dict[str, Any], int]:
         _enqueue(received.queued_ids),
     )
     return {"received": True, "id": first}, 202
-
-
-def _read_body(limit: int) -> bytes:
-    """The raw body, refused with PayloadTooLargeError past `limit` bytes before it is read whole:
-    at once by Content-Length, or, for a chunked body, one byte past the limit."""
-    length = request.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLargeError(f"Body is {length} bytes; the limit is {limit}")
-    if length is not None:
-        return request.get_data(cache=True)
-    body = bytearray()
-    while len(body) <= limit:
-        chunk = request.stream.read(min(_READ_CHUNK, limit + 1 - len(body)))
-        if not chunk:
-            break
-        body += chunk
-    if len(body) > limit:
-        raise PayloadTooLargeError(f"Body is over the limit of {limit} bytes")
-    return bytes(body)
 
 
 def _signed_url(public_url: str | None) -> str:
