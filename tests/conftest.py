@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -70,11 +71,18 @@ def database_kind() -> str:  # parametrized by pytest_generate_tests
     return "sqlite"
 
 
-@pytest.fixture
-def database_url(database_kind: str, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database with the schema: a new SQLite file, or a new PostgreSQL schema."""
-    if database_kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'apex.db'}"
+def database_kinds() -> list[str]:
+    """The databases a test that runs on each should use: SQLite, and PostgreSQL when
+    TEST_DATABASE_URL is set."""
+    return ["sqlite", "postgres"] if os.environ.get("TEST_DATABASE_URL") else ["sqlite"]
+
+
+@contextmanager
+def fresh_database(kind: str, folder: Path) -> Iterator[str]:
+    """A fresh, empty database with the schema, as a URL: a new SQLite file in `folder`, or a
+    new PostgreSQL schema in TEST_DATABASE_URL (dropped afterwards)."""
+    if kind == "sqlite":
+        url = f"sqlite:///{folder / 'apex.db'}"
         engine = make_engine(url)
         metadata.create_all(engine)
         engine.dispose()
@@ -96,6 +104,13 @@ def database_url(database_kind: str, tmp_path: Path) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def database_url(database_kind: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database with the schema: a new SQLite file, or a new PostgreSQL schema."""
+    with fresh_database(database_kind, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ delivery sent again under other unsigned headers is a duplicate."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -15,18 +14,17 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 
 import apex.pipeline.tables  # noqa: F401  (registers the pipeline's tables on metadata)
-from apex.db import make_engine
 from apex.inbound import store
-from apex.models import inbound_events, metadata
+from apex.models import inbound_events
 from apex.secretbox import generate_key
 from app import create_app
 from config import Settings
+from tests.conftest import database_kinds, fresh_database
 from tests.platforms import GITHUB_SECRET, github_headers
 from workers import context
 from workers import inbound as inbound_jobs
@@ -101,10 +99,6 @@ def expected_status(event: str, n: int, payload: dict[str, Any]) -> str:
     return "ignored"
 
 
-def database_kinds() -> list[str]:
-    return ["sqlite", "postgres"] if os.environ.get("TEST_DATABASE_URL") else ["sqlite"]
-
-
 @pytest.fixture(scope="module", params=database_kinds())
 def corpus_app(
     request: pytest.FixtureRequest,
@@ -113,20 +107,11 @@ def corpus_app(
 ) -> Iterator[Flask]:
     """One app, database and worker context for the module (hundreds of examples): each test
     clears the inbound events first, so none sees another's deliveries."""
-    admin: sa.Engine | None = None
-    schema = "t_" + secrets.token_hex(6)
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('corpus') / 'apex.db'}"
-    else:
-        base = os.environ["TEST_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
-        admin = sa.create_engine(base)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        separator = "&" if "?" in base else "?"
-        url = f"{base}{separator}options={quote(f'-csearch_path={schema}')}"
-    engine = make_engine(url)
-    metadata.create_all(engine)
-    engine.dispose()
+    with fresh_database(request.param, tmp_path_factory.mktemp("corpus")) as url:
+        yield from _corpus_app(url, redis_server_url)
+
+
+def _corpus_app(url: str, redis_server_url: str) -> Iterator[Flask]:
     conn = Redis.from_url(redis_server_url)
     conn.flushdb()
     conn.close()
@@ -150,10 +135,6 @@ def corpus_app(
             ctx.redis.close()
             ctx.engine.dispose()
             application.extensions["apex"].engine.dispose()
-            if admin is not None:
-                with admin.begin() as conn_:
-                    conn_.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
 
 
 @pytest.fixture

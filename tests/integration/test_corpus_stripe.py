@@ -10,37 +10,30 @@ there); a missing file fails the module."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import typing
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
-import sqlalchemy as sa
 import stripe as stripe_sdk
 from redis import Redis
 from rq import Queue, SimpleWorker
 from stripe.events import _event_classes as thin_event_classes
 
-from apex.db import make_engine
 from apex.inbound import store
-from apex.models import metadata
 from apex.secretbox import generate_key
 from app import create_app
 from config import Settings
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, database_kinds, fresh_database
 from tests.platforms import STRIPE_SECRET, body, stripe_headers
 from workers import context
 from workers.jobs import INBOUND
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT.parent / "shared" / "corpus" / "stripe-fixtures3.json"
-KINDS = ["sqlite"] + (["postgres"] if os.environ.get("TEST_DATABASE_URL") else [])
 
 # Event types whose object is not named by the type's leading segments.
 OBJECT_OF = {
@@ -154,40 +147,17 @@ class Outcome:
     rows: dict[str, store.StoredEvent]
 
 
-def database(kind: str, folder: Path) -> tuple[str, Any]:
-    """A fresh database with the schema, and a function that drops it."""
-    if kind == "sqlite":
-        url = f"sqlite:///{folder / 'corpus.db'}"
-        engine = make_engine(url)
-        metadata.create_all(engine)
-        engine.dispose()
-        return url, lambda: None
-    base = os.environ["TEST_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
-    schema = "t_" + secrets.token_hex(6)
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in base else "?"
-    url = f"{base}{separator}options={quote(f'-csearch_path={schema}')}"
-    engine = make_engine(url)
-    metadata.create_all(engine)
-    engine.dispose()
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    return url, drop
-
-
-@pytest.fixture(scope="module", params=KINDS)
+@pytest.fixture(scope="module", params=database_kinds())
 def outcome(
     request: pytest.FixtureRequest,
     redis_server_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Outcome]:
-    url, drop = database(request.param, tmp_path_factory.mktemp("stripe-corpus"))
+    with fresh_database(request.param, tmp_path_factory.mktemp("stripe-corpus")) as url:
+        yield from _outcome(url, redis_server_url, request.param)
+
+
+def _outcome(url: str, redis_server_url: str, kind: str) -> Iterator[Outcome]:
     redis = Redis.from_url(redis_server_url)
     redis.flushdb()
     settings = Settings(
@@ -217,7 +187,7 @@ def outcome(
         rows = {name: store.get(engine, event_id) for name, event_id in ids.items()}
         yield Outcome(responses, rows)
         counts = Counter(row.status for row in rows.values())
-        print(f"\nStripe corpus on {request.param}: {dict(sorted(counts.items()))}")
+        print(f"\nStripe corpus on {kind}: {dict(sorted(counts.items()))}")
     finally:
         for built in {id(ctx): ctx, id(context.current()): context.current()}.values():
             built.delivery.session.close()
@@ -226,7 +196,6 @@ def outcome(
         context._current = previous
         app.extensions["apex"].engine.dispose()
         redis.close()
-        drop()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
