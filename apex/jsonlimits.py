@@ -71,13 +71,28 @@ def parse(
     except UnicodeDecodeError:
         raise BadRequestError("Malformed JSON body: it is not UTF-8 text") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise BadRequestError(
             f"Malformed JSON body: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except (ValueError, RecursionError) as exc:  # our refusals; RecursionError cannot happen
         raise BadRequestError(f"Malformed JSON body: {exc}") from None
+    if (_SURROGATE_ESCAPE.search(text) or isinstance(body, str)) and _has_lone_surrogate(value):
+        # "\ud800" decodes to half a character: no UTF-8 text (a database, a receiver) holds it.
+        raise BadRequestError("Malformed JSON body: a \\u escape names half of a surrogate pair")
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _refuse_constant(name: str) -> object:

@@ -217,6 +217,29 @@ def test_nul_in_a_stored_string_is_422_on_its_field(
     assert_error(client.post(path, json=body, headers=auth), 422, "validation_failed", field)
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/events", '{"type": "lead.created", "data": {"x": "\\ud800"}}'),
+        (
+            "/api/webhooks",
+            '{"url": "https://example.com/h", "events": ["*"], "description": "\\udfff"}',
+        ),
+        ("/api/goals", '{"name": "\\ud83d", "metric": "leads", "target": 1}'),
+    ],
+    ids=["event-data", "description", "goal-name"],
+)
+def test_half_a_surrogate_pair_is_400_not_500(
+    client: FlaskClient, auth: dict[str, str], path: str, body: str
+) -> None:
+    assert_error(post_raw(client, path, body, auth), 400, "bad_request")
+
+
+def test_a_whole_surrogate_pair_is_a_character(client: FlaskClient, auth: dict[str, str]) -> None:
+    body = '{"type": "lead.created", "data": {"x": "\\ud83d\\ude00"}}'
+    assert post_raw(client, "/api/events", body, auth).status_code == 202
+
+
 def test_nul_in_a_path_is_404_and_in_a_query_is_422(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:

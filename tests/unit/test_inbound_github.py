@@ -277,3 +277,8 @@ def test_verified_body_is_bounded_in_depth_and_number_size_before_parsing(
     else:
         with pytest.raises(BadRequestError, match="nested more than 64|number of 1001"):
             github.verify(raw, [SECRET], NOW)
+
+
+def test_half_a_surrogate_pair_in_a_verified_body_is_bad_request_not_a_crash() -> None:
+    with pytest.raises(BadRequestError, match="surrogate"):
+        github.verify(request(b'{"action":"created","sender":{"login":"\\ud800"}}'), [SECRET], NOW)

@@ -58,6 +58,10 @@ def test_limits_are_parameters() -> None:
         (b"[-1e400]", "out of range"),
         (b'{"a": 1', "Malformed JSON"),
         (b"\xff\xfe", "UTF-8"),
+        (b'{"x": "\\ud800"}', "surrogate"),
+        (b'{"x": "a\\udfff b"}', "surrogate"),
+        (b'{"\\ud83d": 1}', "surrogate"),
+        (b'["\\ude00\\ud83d"]', "surrogate"),  # the halves in the wrong order
     ],
 )
 def test_parse_refuses_what_is_not_strict_json(body: bytes, detail: str) -> None:
@@ -71,6 +75,7 @@ def test_parse_returns_the_document() -> None:
         "b": {"c": 1e300},
     }
     assert parse(b"9" * MAX_NUMBER_LENGTH) == int("9" * MAX_NUMBER_LENGTH)
+    assert parse(b'["\\ud83d\\ude00", "\\\\ud800"]') == ["\U0001f600", "\\ud800"]
 
 
 def test_error_detail_never_quotes_the_body() -> None:
