@@ -6,12 +6,11 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 from apex import jsonlimits
 from apex.errors import (
     ApexError,
-    BadRequestError,
     InvalidSignatureError,
     SourceNotConfiguredError,
 )
@@ -98,36 +97,6 @@ def parse_json(body: bytes | str) -> object:
     Raises BadRequestError, whose detail never quotes the body.
     """
     return jsonlimits.parse(body, max_depth=INBOUND_MAX_DEPTH)
-
-
-def parse_json_object(body: bytes | str, what: str) -> dict[str, object]:
-    """Parse a verified body that must be one JSON object; raises BadRequestError."""
-    value = parse_json(body)
-    if not isinstance(value, dict):
-        raise BadRequestError(f"{what} must be a JSON object, not {_json_kind(value)}")
-    return value
-
-
-def required_string(obj: Mapping[str, object], key: str, what: str) -> str:
-    """`obj[key]` when it is a non-empty string; raises BadRequestError."""
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise BadRequestError(f"{what} has no {key!r} string")
-    return value
-
-
-def _json_kind(value: object) -> str:
-    return _JSON_KINDS.get(type(value), type(value).__name__)
-
-
-_JSON_KINDS: dict[type, str] = {
-    list: "an array",
-    str: "a string",
-    int: "a number",
-    float: "a number",
-    bool: "a boolean",
-    type(None): "null",
-}
 
 
 def content_key(value: object) -> str:
