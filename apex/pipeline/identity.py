@@ -39,6 +39,7 @@ from apex.pipeline.tables import (
 )
 
 ERASED = "erased"  # the property that marks an object deleted at its source
+LOCKED = "locked"  # the property row lock_properties() locks (its value is always None)
 _MAX_ROUNDS = 20
 
 
@@ -182,6 +183,24 @@ def _merge(
 
 
 # --- properties ----------------------------------------------------------------------------
+
+
+def lock_properties(conn: Connection, subject: Identity, at: datetime) -> None:
+    """Lock `subject`'s properties until the transaction ends, so that concurrent workers that
+    write some and decide on all of them (a deal's terms) take turns and the later one reads
+    what the earlier wrote. The lock is a row of its own, property LOCKED (value None), created
+    once (FOR UPDATE on PostgreSQL; SQLite serialises writers)."""
+    c = object_properties.c
+    conn.execute(
+        insert(conn, object_properties)
+        .values(object_kind=subject.kind, object_value=subject.value, name=LOCKED, occurred_at=at)
+        .on_conflict_do_nothing(index_elements=["object_kind", "object_value", "name"])
+    )
+    conn.execute(
+        sa.select(c.name)
+        .where(c.object_kind == subject.kind, c.object_value == subject.value, c.name == LOCKED)
+        .with_for_update()
+    ).one()
 
 
 def record_properties(

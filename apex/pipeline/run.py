@@ -226,6 +226,9 @@ def _apply_company(conn: Connection, record: Company, changes: _Changes) -> None
 
 def _apply_deal(conn: Connection, record: Deal, changes: _Changes) -> None:
     deal = Identity(HUBSPOT_DEAL, record.key)
+    # Locked first: a worker writing another of its properties (the stage, a contact) waits
+    # and then reads this one's too, so the deal's terms are decided on all of them.
+    identity.lock_properties(conn, deal, record.at)
     identity.record_properties(conn, deal, record.properties, record.at)
     terms = attribution.deal_terms(identity.properties(conn, [deal]).get(deal, {}))
     lead_id = identity.owner_of(conn, Identity("hubspot", terms.contact)) if terms else None
