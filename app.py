@@ -41,9 +41,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         ),
         box=SecretBox(settings.secret_key),
     )
-    # Behind Heroku's router: trust one hop of X-Forwarded-Proto/Host for the public URL, and of
-    # X-Forwarded-For for the client address that failed authentications are counted under.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    # Behind Heroku's router (APEX_TRUSTED_PROXIES=1): trust the X-Forwarded-For hops the proxies
+    # added for the client address failed authentications are counted under, and the nearest
+    # proxy's X-Forwarded-Proto/Host for the public URL. 0 (no proxy): trust none of them.
+    hops, nearest = settings.trusted_proxies, min(settings.trusted_proxies, 1)
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=nearest, x_host=nearest)  # type: ignore[method-assign]
     init_api(app)
     init_cli(app)
     return app

@@ -28,6 +28,7 @@ class Settings:
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # APEX_API_KEYS, comma-separated
     allow_weak_keys: bool = False  # APEX_ALLOW_WEAK_KEYS: accept API keys under 24 characters
     auth_failures_per_minute: int = 20  # APEX_AUTH_FAILURES_PER_MINUTE per client address, 0: off
+    trusted_proxies: int = 1  # APEX_TRUSTED_PROXIES, X-Forwarded-For hops; 0: the socket peer
     port: int = 5000  # PORT
     allow_http: bool = False  # APEX_ALLOW_HTTP
     allow_private_destinations: bool = False  # APEX_ALLOW_PRIVATE_DESTINATIONS
@@ -197,6 +198,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         api_keys=api_keys,
         allow_weak_keys=allow_weak_keys,
         auth_failures_per_minute=get("APEX_AUTH_FAILURES_PER_MINUTE", _non_negative_int, 20),
+        trusted_proxies=get("APEX_TRUSTED_PROXIES", _non_negative_int, 1),
         port=get("PORT", _positive_int, 5000),
         allow_http=get("APEX_ALLOW_HTTP", _flag, False),
         allow_private_destinations=get("APEX_ALLOW_PRIVATE_DESTINATIONS", _flag, False),

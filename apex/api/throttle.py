@@ -1,10 +1,14 @@
 """The failed-authentication throttle: failures counted per client address in Redis, so every
 gunicorn worker and every web host shares one count, and an address over the limit gets 429.
 
-A window opens at an address's first failure and lasts a minute; past `limit` failures in it,
-the address is refused until it closes. A refused address is refused whatever key it sends:
-checking the key first would tell a guesser which guess was right, leaving guesses unlimited.
-Successes are never counted, so a client that authenticates is never refused for its traffic.
+A window opens at an address's first failure and lasts a minute; once `limit` failures are
+counted in it, the address is refused until it closes. A refused address is refused whatever key
+it sends, the right one included: answering the right key would tell a guesser which guess was
+right, leaving guesses unlimited. Each failure is counted in one Redis script that also refuses
+it when the limit is already reached, so guesses racing in parallel threads, workers or hosts
+get at most `limit` 401 answers per window; the rest get 429 and learn nothing.
+Successes are never counted, so a client that authenticates is never refused for its traffic
+unless its address has failed `limit` times.
 Redis being unreachable never refuses anyone (the throttle fails open) and never raises.
 """
 
@@ -32,6 +36,33 @@ KEY_PREFIX = "apex:auth-failures:"
 # to every authenticated request. Failures in that time are not counted.
 PAUSE_AFTER_ERROR = 5.0
 EXTENSION = "apex.auth_throttle"
+WINDOW_MS = WINDOW_SECONDS * 1000
+
+# KEYS[1]: the address's count; ARGV: limit, window (ms). Returns {1 if counted else 0, pttl}.
+# A count without an expiry (never left by this script) gets one, so no window lasts forever.
+COUNT_FAILURE = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+local counted = 0
+if count < tonumber(ARGV[1]) then
+  redis.call('INCR', KEYS[1])
+  counted = 1
+end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  pttl = tonumber(ARGV[2])
+end
+return {counted, pttl}
+"""
+
+
+def too_many(pttl: int) -> TooManyRequestsError:
+    """The 429 for an address whose window closes in `pttl` ms (-1, -2: as if just opened)."""
+    retry_after = math.ceil(pttl / 1000) if pttl > 0 else WINDOW_SECONDS
+    return TooManyRequestsError(
+        f"Too many failed authentications from this address: retry in {retry_after} s",
+        retry_after=max(retry_after, 1),
+    )
 
 
 class AuthThrottle:
@@ -45,6 +76,7 @@ class AuthThrottle:
         self._lock = threading.Lock()  # one log line per state change across worker threads
         self._down_since: float | None = None
         self._reported_at = 0.0
+        self._count = redis.register_script(COUNT_FAILURE)
 
     def refuse_if_over(self, address: str) -> None:
         """Raises TooManyRequestsError (with the seconds until the window closes) when `address`
@@ -63,27 +95,23 @@ class AuthThrottle:
         self._recovered()
         if count is None or int(count) < self.limit:
             return
-        # pttl is -1 only if the expiry were lost; the window then counts as just opened.
-        retry_after = math.ceil(pttl / 1000) if pttl > 0 else WINDOW_SECONDS
-        raise TooManyRequestsError(
-            f"Too many failed authentications from this address: retry in {retry_after} s",
-            retry_after=max(retry_after, 1),
-        )
+        raise too_many(int(pttl))
 
     def record_failure(self, address: str) -> None:
-        """Count one failed authentication of `address`. Never raises."""
+        """Count one failed authentication of `address`. Raises TooManyRequestsError, without
+        counting it, when `limit` failures are already counted (another request counted the last
+        one since refuse_if_over): check and count are one step in Redis. Never raises anything
+        else."""
         if not self._active():
             return
-        key = KEY_PREFIX + address
         try:
-            with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(key, 0, ex=WINDOW_SECONDS, nx=True)  # opens the window
-                pipe.incr(key)
-                pipe.execute()
+            counted, pttl = self._count(keys=[KEY_PREFIX + address], args=[self.limit, WINDOW_MS])
         except RedisError as exc:
             self._pause(exc)
             return
         self._recovered()
+        if not counted:
+            raise too_many(int(pttl))
 
     def _active(self) -> bool:
         return self.limit > 0 and time.monotonic() >= self._paused_until
@@ -120,15 +148,19 @@ class AuthThrottle:
 
 
 def client_address() -> str:
-    """The address failures are counted under: the peer after ProxyFix (one trusted hop). IPv6
-    counts per /64, the block one subscriber usually holds; anything unparsable shares one."""
+    """The address failures are counted under: the peer after ProxyFix (APEX_TRUSTED_PROXIES
+    hops). An IPv4-mapped IPv6 peer (::ffff:a.b.c.d) counts as its IPv4 address; other IPv6
+    addresses count per /64, the block one subscriber usually holds; anything unparsable shares
+    one count."""
     try:
         address = ipaddress.ip_address(request.remote_addr or "")
     except ValueError:
         return "unknown"
-    if address.version == 6:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
+    if address.version == 4:
+        return str(address)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{address}/64", strict=False))
 
 
 def auth_throttle() -> AuthThrottle:

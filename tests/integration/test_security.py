@@ -12,17 +12,19 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from flask import Flask
+from flask import Flask, request
 from flask.testing import FlaskClient
 from redis import Redis
 from werkzeug.routing import Rule
 
 from apex.api.throttle import EXTENSION, KEY_PREFIX, AuthThrottle
+from apex.errors import TooManyRequestsError
 from apex.secretbox import generate_key
 from app import create_app
 from config import Settings
@@ -247,6 +249,68 @@ def test_only_the_hop_the_proxy_added_names_the_address(
     assert redis_conn.get(KEY_PREFIX + "203.0.113.7") == str(LIMIT).encode()
 
 
+def test_an_ipv4_mapped_ipv6_peer_counts_as_its_ipv4_address(
+    client: FlaskClient, redis_conn: Redis
+) -> None:
+    assert fail(client, LIMIT, address="::ffff:203.0.113.7") == [401] * LIMIT
+
+    assert fail(client, 1, address="203.0.113.7") == [429]
+    assert fail(client, 1, address="::ffff:203.0.113.8") == [401]  # not one ::/64 for all
+    assert redis_conn.get(KEY_PREFIX + "203.0.113.7") == str(LIMIT).encode()
+
+
+def test_guesses_racing_past_the_check_are_refused_beyond_the_limit(
+    app: Flask, redis_conn: Redis
+) -> None:
+    # Every guess passes refuse_if_over before any is counted, as parallel threads can.
+    throttle: AuthThrottle = app.extensions[EXTENSION]
+    guesses = LIMIT * 4
+    checked = threading.Barrier(guesses)
+    outcomes: list[str] = []
+
+    def guess() -> None:
+        throttle.refuse_if_over("203.0.113.7")
+        checked.wait(10)
+        try:
+            throttle.record_failure("203.0.113.7")
+            outcomes.append("401")
+        except TooManyRequestsError:
+            outcomes.append("429")
+
+    threads = [threading.Thread(target=guess) for _ in range(guesses)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    assert sorted(outcomes) == ["401"] * LIMIT + ["429"] * (guesses - LIMIT)
+    assert redis_conn.get(KEY_PREFIX + "203.0.113.7") == str(LIMIT).encode()
+    assert 0 < redis_conn.ttl(KEY_PREFIX + "203.0.113.7") <= 60
+
+
+def test_parallel_wrong_keys_get_at_most_the_limit_of_401s(app: Flask) -> None:
+    guesses = LIMIT * 5
+    start = threading.Barrier(guesses)
+    codes: list[int] = []
+
+    def guess(n: int) -> None:
+        client = app.test_client()
+        start.wait(10)
+        codes.append(
+            client.get(
+                "/api/webhooks", headers=from_address("203.0.113.7", {"x-api-key": f"guess-{n}"})
+            ).status_code
+        )
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(guesses)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert sorted(codes) == [401] * LIMIT + [429] * (guesses - LIMIT)
+
+
 def test_successes_are_never_counted(client: FlaskClient) -> None:
     for _ in range(LIMIT * 5):
         ok = client.get(
@@ -325,6 +389,47 @@ def test_the_inbound_door_is_never_throttled(client: FlaskClient) -> None:
 
     assert codes == [(401, "invalid_signature")] * (LIMIT * 3)
     assert fail(client, 1) == [401], "bad signatures are not counted as failed API keys"
+
+
+class TestNoProxy:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return replace(settings, trusted_proxies=0)
+
+    def test_forwarded_headers_are_ignored_and_the_peer_is_counted(
+        self, client: FlaskClient, redis_conn: Redis
+    ) -> None:
+        # Without a proxy in front, X-Forwarded-For is whatever the client wrote.
+        for forged in range(LIMIT):
+            assert fail(client, 1, address=f"198.51.100.{forged}") == [401]
+
+        assert fail(client, 1, address="198.51.100.99") == [429]
+        assert redis_conn.get(KEY_PREFIX + "127.0.0.1") == str(LIMIT).encode()
+        assert not redis_conn.keys(KEY_PREFIX + "198.51.100.*")
+
+    def test_forwarded_proto_and_host_are_ignored(self, app: Flask) -> None:
+        app.add_url_rule("/test-url", "test_url", lambda: request.url)
+        forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "forged.example"}
+
+        seen = app.test_client().get("/test-url", headers=forwarded)
+
+        assert seen.text == "http://localhost/test-url"
+
+
+class TestTwoProxies:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return replace(settings, trusted_proxies=2)
+
+    def test_the_second_hop_from_the_end_names_the_address(
+        self, client: FlaskClient, redis_conn: Redis
+    ) -> None:
+        for forged in range(LIMIT):
+            address = f"10.0.0.{forged}, 203.0.113.7, 192.0.2.1"
+            assert fail(client, 1, address=address) == [401]
+
+        assert fail(client, 1, address="203.0.113.7, 192.0.2.2") == [429]
+        assert redis_conn.get(KEY_PREFIX + "203.0.113.7") == str(LIMIT).encode()
 
 
 class TestOff:
