@@ -425,6 +425,104 @@ def test_both_sides_of_an_association_without_subscription_ids_are_two_events() 
     assert all(event.ignored is None for event in events)
 
 
+def test_property_changes_sharing_an_event_without_subscription_ids_are_two_events() -> None:
+    bare = {key: value for key, value in BATCH[1].items() if key != "subscriptionId"}
+    firstname = dict(bare, propertyName="firstname", propertyValue="Jane")
+
+    events = verified(bare, firstname)
+
+    assert [event.dedupe_key for event in events] == [
+        "48120977:contact.propertyChange:1950336821:90210554101:1764165600123:email",
+        "48120977:contact.propertyChange:1950336821:90210554101:1764165600123:firstname",
+    ]
+
+
+GENERIC_ASSOCIATION = {
+    **{key: value for key, value in ASSOCIATION.items() if key != "associationType"},
+    "subscriptionType": "object.associationChange",
+    "fromObjectTypeId": "0-3",
+    "toObjectTypeId": "0-1",
+    "associationCategory": "HUBSPOT_DEFINED",
+    "associationTypeId": 3,
+}
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        dict(GENERIC_ASSOCIATION, associationTypeId=5),
+        dict(GENERIC_ASSOCIATION, associationCategory="USER_DEFINED"),
+        dict(GENERIC_ASSOCIATION, isPrimaryAssociation=True),
+        dict(ASSOCIATION, associationCategory="USER_DEFINED", associationTypeId=41),
+    ],
+    ids=["other_type_id", "other_category", "primary", "legacy_shape_with_a_label"],
+)
+def test_association_changes_of_other_labels_between_the_same_objects_are_two_events(
+    other: dict[str, Any],
+) -> None:
+    events = verified(GENERIC_ASSOCIATION, other)
+
+    assert events[0].dedupe_key == (
+        "48120977:2841013:5519002733:31887406213>90210554101:1764252001000:/HUBSPOT_DEFINED/3/"
+    )
+    assert events[1].dedupe_key != events[0].dedupe_key
+
+
+def test_an_association_change_is_keyed_by_both_objects_also_with_an_object_id() -> None:
+    second_contact = dict(ASSOCIATION, objectId=31887406213, toObjectId=90210554102)
+
+    events = verified(dict(ASSOCIATION, objectId=31887406213), second_contact)
+
+    assert [event.dedupe_key.split(":")[3] for event in events] == [
+        "31887406213>90210554101",
+        "31887406213>90210554102",
+    ]
+
+
+@pytest.mark.parametrize(
+    "element",
+    [
+        BATCH[1],
+        {key: value for key, value in BATCH[1].items() if key != "subscriptionId"},
+        GENERIC_ASSOCIATION,
+        {key: value for key, value in BATCH[1].items() if key != "eventId"},  # content key
+    ],
+    ids=["natural_key", "natural_key_without_subscription", "association", "content_key"],
+)
+def test_a_retry_has_the_key_of_the_first_attempt(element: dict[str, Any]) -> None:
+    first, retry = verified(element, dict(element, attemptNumber=3))
+
+    assert retry.dedupe_key == first.dedupe_key
+    assert retry.payload == dict(element, attemptNumber=3)  # stored as received
+
+
+@pytest.mark.parametrize(
+    "element",
+    [
+        dict(BATCH[1], subscriptionId=None, propertyName="bad name"),
+        dict(GENERIC_ASSOCIATION, associationTypeId=[3]),
+        dict(
+            BATCH[1],
+            portalId="9" * 64,
+            subscriptionId="9" * 64,
+            eventId="9" * 64,
+            objectId=None,
+            fromObjectId="9" * 64,
+            toObjectId="9" * 64,
+            occurredAt="9" * 64,
+            associationCategory="9" * 64,
+        ),
+    ],
+    ids=["unreadable_property_name", "unreadable_type_id", "longer_than_stored"],
+)
+def test_an_element_whose_changes_the_key_cannot_tell_apart_is_keyed_by_its_content(
+    element: dict[str, Any],
+) -> None:
+    (event,) = verified(element)
+
+    assert event.dedupe_key == content_key(element)
+
+
 def test_the_docs_event_type_spelling_types_the_event() -> None:
     element = {key: value for key, value in BATCH[1].items() if key != "subscriptionType"}
 

@@ -49,6 +49,7 @@ _V3_URI_ESCAPE = re.compile("|".join(_V3_URI_DECODED))
 # Together they identify one event of a batch: HubSpot says eventId alone is not unique.
 # portalId (the tenant) and subscriptionId may be absent (captured deliveries lack the latter).
 _KEY_PART = re.compile(r"[0-9A-Za-z_.-]{1,64}")
+_KEY_LENGTH = 400  # inbound_events.dedupe_key: a longer natural key falls back to the content's
 LEGACY_SETTING = "APEX_HUBSPOT_LEGACY_SIGNATURES"
 
 
@@ -68,9 +69,11 @@ def verify(
     Content never refuses a verified delivery: the body is a JSON array of events (a single
     value is taken as a batch of one). Each element is typed by its `subscriptionType` (or the
     `eventType` the docs' examples spell) and keyed "portalId:subscriptionId:eventId:object:
-    occurredAt" (object: objectId, or fromObjectId>toObjectId), or by content_key() when it lacks
-    eventId, occurredAt or an object id. An element that is not an object or has no type is
-    returned `ignored` with the reason. An empty array gives no events.
+    occurredAt" (object: objectId, or fromObjectId>toObjectId) plus the property or association
+    label it changed (see _natural_key), or by content_key() with attemptNumber counted as 0
+    when it lacks eventId, occurredAt or an object id: a retry has the key of the original.
+    An element that is not an object or has no type is returned `ignored` with the reason. An
+    empty array gives no events.
 
     Raises InvalidSignatureError (headers missing or malformed, legacy scheme not allowed or
     unknown, no match, timestamp outside the tolerance), BadRequestError (the body is not JSON),
@@ -149,7 +152,7 @@ def _event(index: int, item: object) -> InboundEvent:
     subscription = event_type(item)
     return InboundEvent(
         source=NAME,
-        dedupe_key=_natural_key(item, subscription) or content_key(item),
+        dedupe_key=_natural_key(item, subscription) or _content_key(item),
         type=subscription or "unknown",
         payload=item,
         ignored=None if subscription else f"{what} has no subscriptionType (or eventType)",
@@ -157,19 +160,59 @@ def _event(index: int, item: object) -> InboundEvent:
 
 
 def _natural_key(item: Mapping[str, object], subscription: str | None) -> str | None:
-    """portalId:subscriptionId:eventId:object:occurredAt, or None when the element lacks its
-    eventId, occurredAt or object ids (or they are not short numbers or names)."""
+    """portalId:subscriptionId:eventId:object:occurredAt, then what tells apart the changes one
+    event may describe at once: `:propertyName` when there is no subscriptionId (a property
+    subscription names its one property), and for an association change `:` its label (one
+    subscription covers every label). None when the element lacks its eventId, occurredAt or
+    object ids (or they, or the parts that tell changes apart, are not short numbers or names),
+    or the key would be longer than inbound_events keeps."""
     event, occurred = _part(item.get("eventId")), _part(item.get("occurredAt"))
-    target = _part(item.get("objectId"))
-    if target is None:
-        source, sink = _part(item.get("fromObjectId")), _part(item.get("toObjectId"))
-        target = f"{source}>{sink}" if source and sink else None
+    source, sink = _part(item.get("fromObjectId")), _part(item.get("toObjectId"))
+    association = source is not None and sink is not None
+    target = f"{source}>{sink}" if association else _part(item.get("objectId"))
     if event is None or occurred is None or target is None:
         return None
     # Without a subscription id the type tells apart the two sides of one association change.
-    subscription_id = _part(item.get("subscriptionId")) or subscription or ""
+    subscription_id = _part(item.get("subscriptionId"))
     portal = _part(item.get("portalId")) or ""
-    return ":".join((portal, subscription_id, event, target, occurred))
+    parts = [portal, subscription_id or subscription or "", event, target, occurred]
+    if association:
+        label = _association_label(item)
+        if label is None:
+            return None
+        parts += [label] if label else []
+    elif subscription_id is None and item.get("propertyName") is not None:
+        name = _part(item.get("propertyName"))
+        if name is None:
+            return None
+        parts.append(name)
+    key = ":".join(parts)
+    return key if len(key) <= _KEY_LENGTH else None
+
+
+def _association_label(item: Mapping[str, object]) -> str | None:
+    """An association change's label, "type/category/typeId/primary" (e.g.
+    "/HUBSPOT_DEFINED/3/primary"), "" for a plain legacy one (no category, typeId or primary
+    flag: its associationType, CONTACT_TO_DEAL, follows from the subscription and direction,
+    and its key stays as it was), or None when a part is there but unreadable."""
+    labels = []
+    for field in ("associationType", "associationCategory", "associationTypeId"):
+        value = item.get(field)
+        label = "" if value is None else _part(value)
+        if label is None:
+            return None
+        labels.append(label)
+    primary = item.get("isPrimaryAssociation") in (True, "true", "TRUE", "True")
+    labels.append("primary" if primary else "")
+    return "/".join(labels) if any(labels[1:]) else ""
+
+
+def _content_key(item: Mapping[str, object]) -> str:
+    """content_key() of the element as HubSpot first sends it: a retry differs only in its
+    attemptNumber, which counts as 0, so the retry is known as the same element."""
+    if "attemptNumber" in item:
+        item = {**item, "attemptNumber": 0}
+    return content_key(item)
 
 
 def _part(value: object) -> str | None:
