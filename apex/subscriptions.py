@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -14,8 +13,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from apex.catalog import WILDCARD, is_known
 from apex.db import utcnow
+from apex.delivery import destinations
+from apex.delivery.destinations import Policy
 from apex.delivery.signing import generate_secret
-from apex.delivery.ssrf import refusal_reason
 from apex.errors import ConflictError, NotFoundError
 from apex.ids import new_id
 from apex.models import deliveries, subscriptions
@@ -56,10 +56,15 @@ class SigningSecrets:
         return [self.current] + ([self.previous] if self.previous else [])
 
 
-def url_problem(url: str, allow_http: bool, allow_private: bool = False) -> str | None:
+def url_problem(
+    url: str, allow_http: bool, allow_private: bool = False, policy: Policy | None = None
+) -> str | None:
     """Why `url` is not an acceptable destination, or None if it is.
 
-    A host written as a private address (or `localhost`) is refused here already; a name that
+    The URL's form is judged here (length, printable ASCII, no #fragment), then the destination
+    rules of apex.delivery.destinations, which apply again before every attempt: `policy` when
+    given, else one of `allow_http` and `allow_private` with the default ports. A host written
+    as a private address in any form (or `localhost`) is refused here already; a name that
     resolves to one is refused at delivery time, when it is resolved."""
     if len(url) > MAX_URL_LENGTH:
         return f"must be at most {MAX_URL_LENGTH} characters, got {len(url)}"
@@ -68,40 +73,26 @@ def url_problem(url: str, allow_http: bool, allow_private: bool = False) -> str 
         return (
             "must be printable ASCII without spaces (percent-encode the rest), got "
             f"U+{ord(unsafe):04X} ({unicodedata.name(unsafe, 'a control character')}) "
-            f"at {url.index(unsafe)}"
+            f"at {url.index(unsafe)}{_punycode_hint(url)}"
         )
     if "#" in url:
         return "must not contain a #fragment"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        return f"is not a valid URL ({exc}): {url!r}"
-    schemes = ("https", "http") if allow_http else ("https",)
-    if parts.scheme not in schemes:
-        return f"must be an absolute {' or '.join(schemes)}:// URL, got {url!r}"
-    if not parts.hostname:
-        return f"must include a host, got {url!r}"
-    if parts.username is not None or parts.password is not None:
-        return "must not contain credentials (user:password@)"
-    if not allow_private:
-        return _private_host_problem(parts.hostname)
-    return None
+    return destinations.check(url, policy or destinations.Policy(allow_http, allow_private))
 
 
-def _private_host_problem(host: str) -> str | None:
-    if host == "localhost" or host.endswith(".localhost"):
-        return f"must not point at this machine ({host}); set APEX_ALLOW_PRIVATE_DESTINATIONS=1"
+def _punycode_hint(url: str) -> str:
+    """How to write a non-ASCII host ('; the host reads as xn--...'), when that is the problem."""
     try:
-        address = ipaddress.ip_address(host)
+        hostname = urlsplit(url).hostname
     except ValueError:
-        return None
-    reason = refusal_reason(address)
-    if reason:
-        return (
-            f"must not point at a {reason} address ({host}); set APEX_ALLOW_PRIVATE_DESTINATIONS=1"
-        )
-    return None
+        return ""
+    if not hostname or hostname.isascii():
+        return ""
+    try:
+        name = destinations.parse_host(hostname).name
+    except ValueError:
+        return ""
+    return f"; the host reads as {name!r}, write it so"
 
 
 def events_problem(events: list[str]) -> str | None:

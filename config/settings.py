@@ -32,6 +32,7 @@ class Settings:
     port: int = 5000  # PORT
     allow_http: bool = False  # APEX_ALLOW_HTTP
     allow_private_destinations: bool = False  # APEX_ALLOW_PRIVATE_DESTINATIONS
+    allowed_ports: tuple[tuple[int, int], ...] = ()  # APEX_ALLOWED_PORTS, e.g. 22,8000-8100
     public_url: str | None = None  # APEX_PUBLIC_URL
     retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE  # APEX_RETRY_SCHEDULE
     disable_after: int = 5 * 86400  # APEX_DISABLE_AFTER, seconds
@@ -92,6 +93,19 @@ def _flag(value: str) -> bool:
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _port_ranges(value: str) -> tuple[tuple[int, int], ...]:
+    ranges = []
+    for part in _csv(value):
+        low, dash, high = (p.strip() for p in part.partition("-"))
+        if not (low.isdecimal() and (high.isdecimal() or not dash)):
+            raise ValueError(f"expected ports or ranges like 22,8000-8100, got {part!r}")
+        first, last = int(low), int(high or low)
+        if not 1 <= first <= last <= 65535:
+            raise ValueError(f"expected ports 1-65535, low before high, got {part!r}")
+        ranges.append((first, last))
+    return tuple(ranges)
 
 
 def _schedule(value: str) -> tuple[int, ...]:
@@ -202,6 +216,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         port=get("PORT", _positive_int, 5000),
         allow_http=get("APEX_ALLOW_HTTP", _flag, False),
         allow_private_destinations=get("APEX_ALLOW_PRIVATE_DESTINATIONS", _flag, False),
+        allowed_ports=get("APEX_ALLOWED_PORTS", _port_ranges, ()),
         public_url=get("APEX_PUBLIC_URL", lambda v: v.rstrip("/"), None),
         retry_schedule=get("APEX_RETRY_SCHEDULE", _schedule, DEFAULT_RETRY_SCHEDULE),
         disable_after=get("APEX_DISABLE_AFTER", _positive_int, 5 * 86400),

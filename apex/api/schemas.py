@@ -10,22 +10,28 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from apex import subscriptions
 from apex.api.fields import Text, Timestamp
 from apex.catalog import CATALOG, WILDCARD
+from apex.delivery import destinations
 from apex.delivery.signing import parse_secret
 
 # The document states the rules of url_problem() and parse_secret() as closely as a pattern can,
 # so that what it calls valid is accepted and what it calls invalid is refused.
+# Ports as destinations.Policy allows them with http:// allowed: 80, 443 and 1024-65535 (leading
+# zeros are read as decimal by both URL parsers).
 _PORT = (
-    r"0*[0-9]{1,4}|0*[1-5][0-9]{4}|0*6[0-4][0-9]{3}|0*65[0-4][0-9]{2}|0*655[0-2][0-9]|0*6553[0-5]"
+    r"0*(80|443|102[4-9]|10[3-9][0-9]|1[1-9][0-9]{2}|[2-9][0-9]{3}|[1-5][0-9]{4}"
+    r"|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 )
 URL_DOC = {
     "maxLength": subscriptions.MAX_URL_LENGTH,
-    # The scheme in any case; a host of printable ASCII without / ? # @ : [ ]; a port 0-65535 or
-    # empty; then a path or query of printable ASCII without #.
-    "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[!\"$-.0-9;->A-Z\\^-~]+"
+    # The scheme in any case; a host of labels of 1-63 letters, digits, - and _ (an optional
+    # trailing dot); an allowed port or empty; then a path or query of printable ASCII without #.
+    "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://([0-9A-Za-z_-]{1,63}\.)*[0-9A-Za-z_-]{1,63}\.?"
     rf"(:({_PORT})?)?"
     r"([/?][!\"$-~]*)?$",
-    "description": "https:// (http:// too where APEX_ALLOW_HTTP=1), printable ASCII; no "
-    "credentials or #fragment; not a private address unless APEX_ALLOW_PRIVATE_DESTINATIONS=1.",
+    "description": "https:// (http:// too where APEX_ALLOW_HTTP=1), printable ASCII, an IDN host "
+    "in punycode; port 443, 80 (with APEX_ALLOW_HTTP=1), 1024-65535 or one APEX_ALLOWED_PORTS "
+    "adds; no credentials or #fragment; not a private address in any form (127.1, 0x7f000001, "
+    "localhost.) unless APEX_ALLOW_PRIVATE_DESTINATIONS=1.",
     "example": "https://example.com/hooks/apex",
 }
 _EVENTS_DOC = {"uniqueItems": True, "example": ["lead.created"]}
@@ -47,7 +53,10 @@ SECRET_DOC = {
 def _check_url(value: str) -> None:
     settings = current_app.extensions["apex"].settings
     problem = subscriptions.url_problem(
-        value, settings.allow_http, settings.allow_private_destinations
+        value,
+        settings.allow_http,
+        settings.allow_private_destinations,
+        policy=destinations.Policy.of(settings),
     )
     if problem:
         raise ValidationError(problem)

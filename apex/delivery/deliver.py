@@ -18,7 +18,9 @@ from apex.db import utcnow
 from apex.delivery import store
 from apex.delivery.attempt import Outcome, attempt
 from apex.delivery.backoff import Decision, decide
+from apex.delivery.destinations import Policy, check
 from apex.delivery.signing import sign
+from apex.errors import DestinationRefusedError
 from apex.events import body_of
 from apex.secretbox import SecretBox
 
@@ -37,6 +39,10 @@ class DeliveryContext:
     total_timeout: float
     clock: Callable[[], datetime] = utcnow
     rand: Callable[[], float] = field(default=random.random)
+    # The destination rules checked before every attempt (destinations.Policy.of(settings)), so
+    # turning APEX_ALLOW_HTTP off or narrowing the ports applies to existing subscriptions. None
+    # leaves only the transport's check of resolved addresses (ssrf.PinnedAdapter).
+    destinations: Policy | None = None
 
 
 @dataclass(frozen=True)
@@ -94,10 +100,16 @@ def send(ctx: DeliveryContext, ready: Ready) -> Attempted:
     now = ctx.clock()
     try:
         body = body_of(c.event_id, c.event_type, c.event_created_at, c.data)
-        headers = sign(ready.secrets, c.event_id, int(now.timestamp()), body)
-        outcome = attempt(
-            ctx.session, c.url, body, headers, ctx.connect_timeout, ctx.total_timeout, now
-        )
+        refused = check(c.url, ctx.destinations) if ctx.destinations else None
+        if refused:
+            outcome = Outcome(
+                None, f"{DestinationRefusedError.code}: {refused}"[:500], None, 0, None
+            )
+        else:
+            headers = sign(ready.secrets, c.event_id, int(now.timestamp()), body)
+            outcome = attempt(
+                ctx.session, c.url, body, headers, ctx.connect_timeout, ctx.total_timeout, now
+            )
     except Exception as exc:
         log.exception("delivery %s: could not be sent", c.id)
         outcome = Outcome(None, f"internal_error: {type(exc).__name__}", None, 0, None)

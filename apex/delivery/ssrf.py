@@ -156,8 +156,13 @@ def resolve_public(
                 continue
             if str(address) == host:
                 raise DestinationRefusedError(f"destination {address} is {reason}, refused")
+            # Name the rule, never the address: a refusal must not tell what an internal name
+            # resolves to ("6to4 of 10.0.0.1, private" is said as "private").
+            rule = reason.rsplit(", ", 1)[-1]
+            article = "an" if rule[0] in "aeiouAEIOU" else "a"
             raise DestinationRefusedError(
-                f"destination {host} resolves to {address}, which is {reason}; refused"
+                f"destination {host} resolves to {article} {rule} address, refused unless "
+                "APEX_ALLOW_PRIVATE_DESTINATIONS=1"
             )
     return addresses
 

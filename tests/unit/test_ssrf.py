@@ -173,8 +173,9 @@ def test_ip_literal_is_vetted_without_a_lookup(literal: str) -> None:
 @pytest.mark.parametrize("host", ["0177.0.0.1", "0x7f.0.0.1", "2130706433", "127.1"])
 def test_obfuscated_loopback_is_judged_by_what_it_resolves_to(host: str) -> None:
     # Not IP literals to Python, so they go to getaddrinfo, which reads them numerically.
-    with pytest.raises(DestinationRefusedError, match="127.0.0.1, which is loopback"):
+    with pytest.raises(DestinationRefusedError, match="resolves to a loopback address") as caught:
         resolve_public(host, 443, allow_private=False)
+    assert "127.0.0.1" not in caught.value.detail
 
 
 def test_refuses_when_any_answer_is_not_public() -> None:
@@ -183,11 +184,22 @@ def test_refuses_when_any_answer_is_not_public() -> None:
     with pytest.raises(DestinationRefusedError) as caught:
         resolve_public("mixed.test", 443, allow_private=False, lookup=lookup)
 
-    assert (
-        caught.value.detail
-        == "destination mixed.test resolves to 10.0.0.1, which is private; refused"
-    )
+    assert caught.value.detail == (
+        "destination mixed.test resolves to a private address, refused unless "
+        "APEX_ALLOW_PRIVATE_DESTINATIONS=1"
+    )  # the rule, never the address: a refusal must not map internal names
     assert caught.value.code == "destination_refused"
+
+
+def test_a_refusal_of_a_name_never_tells_the_embedded_address() -> None:
+    lookup = FakeResolver({"six.test": ["2002:a00:1::1"], "nat.test": ["64:ff9b::a00:1"]})
+
+    for name in lookup.table:
+        with pytest.raises(
+            DestinationRefusedError, match="resolves to a private address"
+        ) as caught:
+            resolve_public(name, 443, allow_private=False, lookup=lookup)
+        assert "10.0.0.1" not in caught.value.detail and "a00:1" not in caught.value.detail
 
 
 def test_returns_public_answers_in_order_without_duplicates() -> None:
@@ -290,7 +302,7 @@ def test_refuses_a_name_resolving_to_a_private_address_without_connecting(
     server.expect_request("/hook").respond_with_data("ok")
 
     with new_session(allow_private=False, lookup=receiver_test) as session:
-        with pytest.raises(DestinationRefusedError, match="receiver.test resolves to 127.0.0.1"):
+        with pytest.raises(DestinationRefusedError, match="receiver.test resolves to a loopback"):
             deliver(session, f"http://receiver.test:{server.port}/hook")
 
     assert server.log == []
