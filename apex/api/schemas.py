@@ -14,7 +14,9 @@ from apex.delivery import destinations
 from apex.delivery.signing import parse_secret
 
 # The document states the rules of url_problem() and parse_secret() as closely as a pattern can,
-# so that what it calls valid is accepted and what it calls invalid is refused.
+# so that what it calls valid is accepted and what it calls invalid is refused. What no pattern
+# states: an xn-- label must be valid IDNA, a [bracketed] IPv6 host is accepted too, and the
+# settings (http://, private hosts, APEX_ALLOWED_PORTS) narrow or widen what the pattern shows.
 # Ports as destinations.Policy allows them with http:// allowed: 80, 443 and 1024-65535 (leading
 # zeros are read as decimal by both URL parsers).
 _PORT = (
