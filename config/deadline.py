@@ -1,5 +1,7 @@
-"""The request-read deadline: gunicorn's threaded worker, with every read of a request (headers and
-body) ending APEX_CLIENT_TIMEOUT seconds after the request's first byte.
+"""The client deadlines: gunicorn's threaded worker, with every read of a request (headers and
+body) ending APEX_CLIENT_TIMEOUT seconds after the request's first byte, every response written
+in full within APEX_CLIENT_TIMEOUT of its first byte, and every connection closed after
+MAX_REQUESTS_PER_CONNECTION requests or once it is APEX_CLIENT_TIMEOUT old.
 
 A client that trickles its request holds one thread of the worker for as long as it keeps
 sending (gunicorn parses headers in a thread and the app reads the body in one), so without a
@@ -9,8 +11,15 @@ so the 408 is not lost to a TCP reset). Idle connections (nothing sent yet) are 
 business: they wait in its poller, not in a thread, after a few seconds. A worker with no thread
 free stops accepting, so the connections it would have queued go to a worker that has one.
 
-What happens at the deadline depends on who is reading:
-- gunicorn, parsing headers: the read ends as if the client had closed; the worker answers 408;
+A client that does not read its answers (pipelining requests, say, and never reading) would
+likewise hold a thread in a write once the socket buffers are full. At the write deadline its
+connection is reset (nothing it has not read is worth sending) and the thread is free. The cap
+on requests and on a connection's age bounds how long one connection, answered a request at a
+time, keeps a thread: its last response says `Connection: close`.
+
+What happens at the read deadline depends on who is reading:
+- gunicorn, parsing headers: the read ends as if the client had closed; the worker answers 408
+  (only that: gunicorn's own 400 for the cut-off headers is not sent);
 - the app, reading the body: the read raises ClientTimeoutError (a werkzeug 408, so Flask
   renders it), and `answer_late_requests` makes sure the answer is our 408 JSON;
 - gunicorn, draining an unread body after the answer: a socket timeout; it closes the connection.
@@ -21,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -34,12 +44,19 @@ log = logging.getLogger("apex.request")
 
 LINGER = 0.5  # seconds to read what a cut-off client still sends, so our 408 reaches it
 LINGER_BYTES = 64 * 1024
+# Requests one connection may carry (kept alive or pipelined); the last says Connection: close.
+MAX_REQUESTS_PER_CONNECTION = 100
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets, dropping unsent
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class ClientTimeoutError(RequestTimeout):
     """The client did not deliver its whole request within the deadline."""
+
+
+class SendTimeoutError(OSError):
+    """The client did not take a whole response within the deadline."""
 
 
 def timeout_detail(timeout: float) -> str:
@@ -53,25 +70,35 @@ def timeout_body(timeout: float) -> bytes:
 
 class ReadClock:
     """A client socket whose reads, while a request is being served, all end by one deadline:
-    `timeout` seconds after the first read of the request. Everything else is the socket's own.
+    `timeout` seconds after the first read of the request; and whose writes of each response all
+    end `timeout` seconds after its first write. Everything else is the socket's own.
     """
 
     def __init__(self, sock: socket.socket, timeout: float) -> None:
         self._sock = sock
         self.timeout = timeout
+        self.opened = time.monotonic()
+        self.served = 0  # requests handed to the app on this connection
         self.armed = False
         self.deadline: float | None = None
+        self.send_deadline: float | None = None
         self.request: Any = None  # gunicorn's Request, once its headers are parsed
         self.answered = False  # the app's answer is written; reads now only drain
         self.expired = False
+        self.send_expired = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
     def start(self) -> None:
         """A request may begin now; the clock runs from its first read."""
-        self.armed, self.deadline, self.request = True, None, None
-        self.answered = self.expired = False
+        self.armed, self.deadline, self.send_deadline, self.request = True, None, None, None
+        self.answered = self.expired = self.send_expired = False
+
+    def worn_out(self) -> bool:
+        """Whether this connection has carried its last request: by number or by age."""
+        too_old = time.monotonic() - self.opened >= self.timeout
+        return self.served >= MAX_REQUESTS_PER_CONNECTION or too_old
 
     def stop(self) -> None:
         self.armed = False
@@ -94,6 +121,43 @@ class ReadClock:
             finally:
                 self._sock.settimeout(prior)
         return self._expire()
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        if not self.armed or self._sock.gettimeout() == 0.0:
+            self._sock.sendall(data, flags)  # unarmed, or gunicorn's own non-blocking write
+            return
+        now = time.monotonic()
+        if self.send_deadline is None:
+            self.send_deadline = now + self.timeout
+        remaining = self.send_deadline - now
+        if remaining <= 0:
+            raise self._send_expire()
+        prior = self._sock.gettimeout()
+        self._sock.settimeout(remaining)  # bounds the whole sendall, however many sends it takes
+        try:
+            self._sock.sendall(data, flags)
+        except TimeoutError:
+            raise self._send_expire() from None
+        finally:
+            self._sock.settimeout(prior)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        self.sendall(data, flags)
+        return len(data)
+
+    def _send_expire(self) -> SendTimeoutError:
+        self.send_expired = True
+        return SendTimeoutError(f"response not taken in full within {self.timeout:g} s")
+
+    def reset(self) -> None:
+        """Make the coming close a reset: what the client did not read is dropped, not sent on
+        for as long as it keeps its window shut. Reading is shut too, so gunicorn's lingering
+        close (in its main loop) returns at once."""
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+            self._sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
     def _expire(self) -> bytes:
         self.expired = True
@@ -203,6 +267,9 @@ class DeadlineWorker(ThreadWorker):
             result = super().handle(conn)
         finally:
             clock.stop()
+        if clock.send_expired:
+            clock.reset()
+            return False
         if result is not False and not clock.expired:
             return result  # kept alive, or handed back to gunicorn's poller to wait for data
         if clock.expired and clock.request is None:
@@ -215,13 +282,25 @@ class DeadlineWorker(ThreadWorker):
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         clock = conn.sock if isinstance(conn.sock, ReadClock) else None
-        if clock is not None:
-            clock.request = req
+        if clock is None:
+            return super().handle_request(req, conn)
+        clock.request = req
+        clock.served += 1
+        if clock.worn_out():
+            req.force_close()  # this answer says Connection: close
         try:
             return super().handle_request(req, conn)
+        except SendTimeoutError:
+            log.info("response not taken within %gs -> connection reset", clock.timeout)
+            return False
         finally:
-            if clock is not None:
-                clock.answered = True
+            clock.answered = True
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        # Headers cut off by the read deadline may not parse; the answer is then our 408 alone.
+        if isinstance(client, ReadClock) and client.expired and client.request is None:
+            return
+        super().handle_error(req, client, addr, exc)
 
     @staticmethod
     def _send_timeout(clock: ReadClock) -> None:

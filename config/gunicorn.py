@@ -2,8 +2,9 @@
 
 The settings are loaded here, in the master, before any worker is forked: a missing or malformed
 one stops gunicorn itself with the one-line message (workers that fail to boot would only be
-respawned forever). Threaded workers with a read deadline (config/deadline.py): a slow client
-holds one thread for at most APEX_CLIENT_TIMEOUT, never a whole worker.
+respawned forever). Threaded workers with read and write deadlines (config/deadline.py): a slow
+client, sending or reading, holds one thread for at most APEX_CLIENT_TIMEOUT a request, never a
+whole worker.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ bind = f"0.0.0.0:{settings.port}"
 workers = settings.web_concurrency
 threads = settings.web_threads
 worker_class = "config.deadline.DeadlineWorker"
+sendfile = False  # file bodies go through the worker's timed writes, like every other body
 graceful_timeout = 25  # inside Heroku's 30 s
 control_socket_disable = True  # gunicorn's default socket path is shared machine-wide
 accesslog = None  # apex.api.requestlog writes one line per request, with its id

@@ -1,9 +1,12 @@
 """The web tier as deployed (gunicorn -c config/gunicorn.py): slow clients get 408 at the read
-deadline and never keep a normal request waiting; a bad setting stops gunicorn's master."""
+deadline (one answer only), clients that do not read their answers are cut off at the write
+deadline, and neither keeps a normal request waiting; a connection carries at most 100
+requests; a bad setting stops gunicorn's master."""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -243,3 +246,95 @@ def test_a_bad_setting_stops_gunicorns_master_with_the_message(
     assert done.returncode != 0
     assert message in done.stderr.decode()
     assert "Booting worker" not in done.stderr.decode()  # stopped before forking any worker
+
+
+def pipelining_reader_that_never_reads(port: int, request: bytes, times: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # fills after a few KB
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(request * times)
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> tuple[bytes, str]:
+    """Everything the server sends, and how it ended: "eof", "reset", or "open" (still silent
+    after 30 s)."""
+    sock.settimeout(30)
+    got = b""
+    try:
+        for _ in range(100_000):  # bounded: a few MB at most come back
+            chunk = sock.recv(65536)
+            if not chunk:
+                return got, "eof"
+            got += chunk
+    except ConnectionResetError:
+        return got, "reset"
+    except TimeoutError:
+        pass
+    return got, "open"
+
+
+def test_clients_that_never_read_their_answers_are_cut_off_and_a_normal_request_is_answered(
+    web: Callable[..., Web], tmp_path: Path
+) -> None:
+    # Each connection pipelines ~7 MB of answers (100 x the 71 KB OpenAPI document) and reads
+    # none: its thread blocks in a write once the socket buffers are full. More such clients
+    # than threads held this worker for good before writes had a deadline.
+    server = web(WEB_CONCURRENCY="1", WEB_THREADS="4", APEX_CLIENT_TIMEOUT="2")
+    request = b"GET /api/openapi.json HTTP/1.1\r\nHost: test\r\n\r\n"
+    slow = [pipelining_reader_that_never_reads(server.port, request, 100) for _ in range(6)]
+    try:
+        answer = requests.get(server.base + "/health", timeout=60)
+
+        assert answer.status_code == 200
+        assert answer.json()["status"] == "ok"
+        endings = [read_until_closed(sock)[1] for sock in slow]
+        assert "open" not in endings, endings
+    finally:
+        for sock in slow:
+            sock.close()
+    log = (tmp_path / "web-0.log").read_text(errors="replace")
+    assert "response not taken within 2s -> connection reset" in log
+
+
+def test_a_connection_carries_at_most_100_requests(web: Callable[..., Web]) -> None:
+    server = web(APEX_CLIENT_TIMEOUT="60")
+    request = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        sock.sendall(request * 150)
+        reply, ending = read_until_closed(sock)
+    finally:
+        sock.close()
+
+    heads = re.findall(rb"HTTP/1\.1 .*?\r\n\r\n", reply, re.DOTALL)
+    assert ending == "eof"
+    assert [head.split(b" ")[1] for head in heads] == [b"200"] * 100
+    assert all(b"Connection: keep-alive" in head for head in heads[:-1])
+    assert b"Connection: close" in heads[-1]
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        b"GET /health HTTP/1.1\r\nHost: test\r\n",
+        b"GET /health HTTP/1.1\r\nHost: te",
+        b"GET /hea",
+    ],
+    ids=["after-a-header", "mid-header", "mid-request-line"],
+)
+def test_headers_cut_off_by_the_deadline_get_one_answer_408(
+    web: Callable[..., Web], partial: bytes
+) -> None:
+    server = web(APEX_CLIENT_TIMEOUT="1")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        sock.sendall(partial)
+        reply, ending = read_until_closed(sock)
+    finally:
+        sock.close()
+
+    assert ending == "eof"
+    assert reply.count(b"HTTP/1.") == 1, reply
+    assert reply.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["code"] == "request_timeout"

@@ -1,15 +1,22 @@
-"""The read deadline's clock and 408 middleware, over a real socket pair (no gunicorn)."""
+"""The deadlines' clock and 408 middleware, over a real socket pair (no gunicorn)."""
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
 
-from config.deadline import ClientTimeoutError, ReadClock, answer_late_requests
+from config.deadline import (
+    MAX_REQUESTS_PER_CONNECTION,
+    ClientTimeoutError,
+    ReadClock,
+    SendTimeoutError,
+    answer_late_requests,
+)
 
 TIMEOUT = 0.3
 
@@ -107,6 +114,59 @@ def test_an_unarmed_clock_reads_like_the_socket(pair: tuple[ReadClock, socket.so
     assert clock.recv(100) == b"x"
     assert clock.recv(100) == b""
     assert not clock.expired
+
+
+def test_writes_the_client_takes_pass_through(pair: tuple[ReadClock, socket.socket]) -> None:
+    clock, client = pair
+    clock.start()
+
+    clock.sendall(b"HTTP/1.1 200 OK\r\n")
+    assert clock.send(b"\r\n") == 2
+
+    assert client.recv(100) == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert not clock.send_expired
+    assert clock.gettimeout() is None
+
+
+def test_a_response_the_client_does_not_take_ends_at_the_deadline(
+    pair: tuple[ReadClock, socket.socket],
+) -> None:
+    clock, _client = pair  # the client never reads
+    clock.start()
+
+    with pytest.raises(SendTimeoutError):
+        clock.sendall(b"x" * (32 * 1024 * 1024))  # far more than the socket buffers hold
+
+    assert clock.send_expired
+    assert clock.gettimeout() is None
+    with pytest.raises(SendTimeoutError):
+        clock.sendall(b"x")  # the deadline is the response's, not each write's
+
+
+def test_each_request_gets_its_own_write_deadline(pair: tuple[ReadClock, socket.socket]) -> None:
+    clock, client = pair
+    clock.start()
+    clock.sendall(b"first")
+    time.sleep(TIMEOUT * 1.5)
+    clock.start()  # the next request on the connection
+
+    clock.sendall(b"second")
+
+    assert client.recv(100) == b"firstsecond"
+
+
+def test_a_connection_is_worn_out_by_its_requests_or_its_age(
+    pair: tuple[ReadClock, socket.socket],
+) -> None:
+    clock, _client = pair
+    assert not clock.worn_out()
+
+    clock.served = MAX_REQUESTS_PER_CONNECTION
+    assert clock.worn_out()
+
+    clock.served = 1
+    time.sleep(TIMEOUT)
+    assert clock.worn_out()
 
 
 def app_answering(status: str, reads_body: bool) -> Callable[..., Iterable[bytes]]:
