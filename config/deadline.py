@@ -142,7 +142,11 @@ class ReadClock:
             self._sock.settimeout(prior)
 
     def send(self, data: Any, flags: int = 0) -> int:
+        """gunicorn's one send: `100 Continue`. An interim answer, timed on its own: the
+        response's write deadline starts at the response, after the app has read the body."""
+        started = self.send_deadline
         self.sendall(data, flags)
+        self.send_deadline = started
         return len(data)
 
     def _send_expire(self) -> SendTimeoutError:
@@ -223,8 +227,8 @@ def answer_late_requests(app: WSGIApp) -> WSGIApp:
 
 
 class DeadlineWorker(ThreadWorker):
-    """gunicorn's gthread worker with the read deadline on every plain-TCP connection (behind a
-    platform's router, which ends TLS)."""
+    """gunicorn's gthread worker with the read and write deadlines and the cap on requests on
+    every plain-TCP connection (behind a platform's router, which ends TLS)."""
 
     client_timeout = 10.0
     wsgi: WSGIApp

@@ -121,7 +121,7 @@ def test_writes_the_client_takes_pass_through(pair: tuple[ReadClock, socket.sock
     clock.start()
 
     clock.sendall(b"HTTP/1.1 200 OK\r\n")
-    assert clock.send(b"\r\n") == 2
+    clock.sendall(b"\r\n")
 
     assert client.recv(100) == b"HTTP/1.1 200 OK\r\n\r\n"
     assert not clock.send_expired
@@ -141,6 +141,20 @@ def test_a_response_the_client_does_not_take_ends_at_the_deadline(
     assert clock.gettimeout() is None
     with pytest.raises(SendTimeoutError):
         clock.sendall(b"x")  # the deadline is the response's, not each write's
+
+
+def test_a_100_continue_does_not_start_the_responses_write_deadline(
+    pair: tuple[ReadClock, socket.socket],
+) -> None:
+    clock, client = pair
+    clock.start()
+
+    assert clock.send(b"HTTP/1.1 100 Continue\r\n\r\n") == 25
+    time.sleep(TIMEOUT * 1.5)  # the app reads the body meanwhile
+    clock.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+
+    assert client.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"
+    assert not clock.send_expired
 
 
 def test_each_request_gets_its_own_write_deadline(pair: tuple[ReadClock, socket.socket]) -> None:
