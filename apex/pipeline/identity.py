@@ -25,6 +25,7 @@ from apex.pipeline.records import (
     Identity,
     Property,
     Versioned,
+    fold_links,
     normalise_email,
 )
 from apex.pipeline.tables import (
@@ -243,7 +244,8 @@ def record_properties(
 def properties(
     conn: Connection, subjects: Iterable[Identity]
 ) -> dict[Identity, dict[str, Versioned]]:
-    """The stored properties of each subject (objects with none are left out)."""
+    """The stored properties of each subject (objects with none are left out), each object's
+    labelled associations with another folded into one (see records.fold_links)."""
     pairs = sorted({(s.kind, s.value) for s in subjects})
     found: dict[Identity, dict[str, Versioned]] = defaultdict(dict)
     if not pairs:
@@ -256,6 +258,8 @@ def properties(
     )
     for kind, value, name, stored, at in rows:
         found[Identity(kind, value)][name] = Versioned(stored, at)
+    for subject, stated in found.items():
+        found[subject] = fold_links(stated)
     return found
 
 

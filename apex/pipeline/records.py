@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,6 +24,40 @@ class Versioned:
 
     value: str | None
     at: datetime
+
+
+LABEL = "#"
+"""Separates an association property's object from its label: "contact:<key>#<label>"."""
+
+
+def link(kind: str, key: str, label: str | None = None) -> str:
+    """The property that states an association with the `kind` object `key` ("contact",
+    "company", "deal"): "kind:key", or "kind:key#label" for one of several associations
+    between the two objects (HubSpot's labels and primary flag), so removing one leaves the
+    others."""
+    return f"{kind}:{key}{LABEL}{label}" if label else f"{kind}:{key}"
+
+
+def fold_links(properties: Mapping[str, Versioned]) -> dict[str, Versioned]:
+    """`properties` with the labelled associations with each object folded into its "kind:key"
+    (and the unlabelled one, if stored): set ("1", as of the earliest set) while any is set, else
+    removed (None, as of the latest removal). Other properties are left as they are."""
+    folded: dict[str, Versioned] = {}
+    labelled: dict[str, list[Versioned]] = {}
+    for name, version in properties.items():
+        base, separator, _ = name.partition(LABEL)
+        if separator:
+            labelled.setdefault(base, []).append(version)
+        else:
+            folded[name] = version
+    for base, versions in labelled.items():
+        versions += [folded[base]] if base in folded else []
+        live = [version.at for version in versions if version.value]
+        if live:
+            folded[base] = Versioned("1", min(live))
+        else:
+            folded[base] = Versioned(None, max(version.at for version in versions))
+    return folded
 
 
 @dataclass(frozen=True, order=True)

@@ -3,6 +3,7 @@ and association labels, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,8 +17,9 @@ from apex.db import make_engine
 from apex.pipeline import identity
 from apex.pipeline import run as pipeline
 from apex.pipeline.extract import extract
+from apex.pipeline.records import HUBSPOT_DEAL, Identity
 from apex.pipeline.tables import conversions
-from tests.platforms import JANE, hubspot, hubspot_property
+from tests.platforms import JANE, PORTAL, hubspot, hubspot_property
 
 pytestmark = pytest.mark.postgres
 
@@ -93,6 +95,7 @@ def waiting_for_a_lock(engine: Engine, other: threading.Thread) -> None:
                     "WHERE datname = current_database() AND wait_event_type = 'Lock'"
                 )
             ).scalar_one()
+            conn.rollback()  # pg_stat_activity is a snapshot per transaction: take a new one
             if waiting or not other.is_alive():
                 return
             other.join(0.01)
@@ -127,3 +130,123 @@ def test_deal_won_in_one_worker_and_associated_in_another_counts_once(
     other.join(60)
     assert not other.is_alive() and not failures
     assert deal_revenue(engine) == [(lead_id, 10000)]
+
+
+# --- association labels: linked while any label remains --------------------------------------
+
+LABELS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "two_labels": (
+        {"associationTypeId": 3},
+        {"associationTypeId": 41, "associationCategory": "USER_DEFINED"},
+    ),
+    "primary_flag": (
+        {
+            "associationTypeId": None,
+            "associationCategory": None,
+            "associationType": "DEAL_TO_CONTACT",
+        },
+        {
+            "associationTypeId": None,
+            "associationCategory": None,
+            "associationType": "DEAL_TO_CONTACT",
+            "isPrimaryAssociation": True,
+        },
+    ),
+}
+
+
+def won_deal(engine: Engine, deal: int) -> None:
+    for name, value in (("amount", "100"), ("dealstage", "closedwon")):
+        process(
+            engine,
+            hubspot("deal.propertyChange", deal, AT_MS, propertyName=name, propertyValue=value),
+        )
+
+
+def credited(engine: Engine, deal: int) -> list[tuple[str | None, int]]:
+    key = f"hubspot:deal:portal-{PORTAL}:{deal}"
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(conversions.c.lead_id, conversions.c.amount).where(conversions.c.key == key)
+        )
+        return [(row.lead_id, row.amount) for row in rows]
+
+
+@pytest.mark.parametrize("labels", list(LABELS), ids=list(LABELS))
+def test_a_deal_stays_credited_while_any_association_with_its_contact_remains(
+    engine: Engine, labels: str
+) -> None:
+    lead_id = jane(engine)
+    first, second = LABELS[labels]
+
+    def change(deal: int, label: dict[str, Any], at_ms: int, removed: bool) -> dict[str, Any]:
+        return association(at_ms, removed, objectId=deal, fromObjectId=deal, **label)
+
+    # Each order of: add the first, add the second, remove the first, on a deal of its own.
+    for number, order in enumerate(itertools.permutations(range(3))):
+        deal = DEAL + number
+        won_deal(engine, deal)
+        changes = [
+            change(deal, first, AT_MS + 1000, removed=False),
+            change(deal, second, AT_MS + 2000, removed=False),
+            change(deal, first, AT_MS + 3000, removed=True),
+        ]
+        for index in order:
+            process(engine, changes[index])
+        assert credited(engine, deal) == [(lead_id, 10000)], order
+        process(engine, change(deal, second, AT_MS + 4000, removed=True))
+        assert credited(engine, deal) == [], order
+        # An older addition arriving late changes nothing.
+        process(engine, change(deal, second, AT_MS + 2500, removed=False))
+        assert credited(engine, deal) == [], order
+
+
+def test_a_removal_clears_a_link_stored_before_labels_were_kept(engine: Engine) -> None:
+    lead_id = jane(engine)
+    won_deal(engine, DEAL)
+    deal = Identity(HUBSPOT_DEAL, f"portal-{PORTAL}:{DEAL}")
+    at = datetime.fromtimestamp((AT_MS + 1000) / 1000, UTC)
+    with engine.begin() as conn:  # as the version before labels stored an association
+        identity.record_properties(conn, deal, [(f"contact:portal-{PORTAL}:{CONTACT}", "1")], at)
+    process(engine, deal_property(AT_MS + 1500, "amount", "100"))
+    assert credited(engine, DEAL) == [(lead_id, 10000)]
+
+    process(engine, association(AT_MS + 2000, removed=True))
+
+    assert credited(engine, DEAL) == []
+
+
+SIDES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "legacy": (
+        {"associationType": "DEAL_TO_CONTACT"},
+        {"associationType": "CONTACT_TO_DEAL"},
+    ),
+    "generic": ({"associationTypeId": 3}, {"associationTypeId": 4}),
+}
+
+
+@pytest.mark.parametrize("shape", list(SIDES))
+def test_an_association_added_on_one_side_and_removed_on_the_other_is_gone(
+    engine: Engine, shape: str
+) -> None:
+    lead_id = jane(engine)
+    won_deal(engine, DEAL)
+    deal_side, contact_side = SIDES[shape]
+    added = association(AT_MS + 1000, removed=False)
+    removed = dict(
+        association(AT_MS + 2000, removed=True),
+        fromObjectTypeId="0-1",
+        toObjectTypeId="0-3",
+        fromObjectId=CONTACT,
+        toObjectId=DEAL,
+    )
+    if shape == "legacy":
+        generic = ("fromObjectTypeId", "toObjectTypeId", "associationCategory", "associationTypeId")
+        added = {key: value for key, value in added.items() if key not in generic}
+        removed = {key: value for key, value in removed.items() if key not in generic}
+
+    process(engine, added | deal_side)
+    assert credited(engine, DEAL) == [(lead_id, 10000)]
+
+    process(engine, removed | contact_side)
+    assert credited(engine, DEAL) == []

@@ -10,7 +10,7 @@ import pytest
 
 from apex.pipeline import identity
 from apex.pipeline.extract import extract
-from apex.pipeline.records import Company, Contact, Deal, Erasure, Identity, Record
+from apex.pipeline.records import Company, Contact, Deal, Erasure, Identity, Property, Record
 from apex.sources.hubspot import extract as hubspot_extract
 from apex.sources.source import UnusableEventError
 
@@ -21,6 +21,7 @@ JANE_HS = Identity("hubspot", "portal-48120977:90210554101")
 JANE_EMAIL = Identity("email", "jane.doe@acme.io")
 DEAL = "portal-48120977:31887406213"
 ACME = "portal-48120977:7700112233"
+Links = tuple[Property, ...]
 
 
 def hubspot(subscription: str, **fields: Any) -> dict[str, Any]:
@@ -74,8 +75,12 @@ def generic_association(
     )
 
 
-def linked(contact: Identity = JANE_HS, value: str | None = "1") -> tuple[tuple[str, str | None]]:
-    return ((f"contact:{contact.value}", value),)
+def linked(label: str, removed: bool = False, to: str = f"contact:{JANE_HS.value}") -> Links:
+    """The link properties an association change states: `to` with its label set, or removed
+    (and the link as stored before labels were kept cleared too)."""
+    if not removed:
+        return ((f"{to}#{label}", "1"),)
+    return ((f"{to}#{label}", None), (to, None))
 
 
 CASES: list[tuple[str, dict[str, Any], list[Record]]] = [
@@ -230,7 +235,7 @@ CASES: list[tuple[str, dict[str, Any], list[Record]]] = [
     (
         "deal to contact association: the contact and the link",
         association("deal.associationChange", "DEAL_TO_CONTACT", 31887406213, 90210554101),
-        [Contact(JANE_HS, (JANE_HS,), AT), Deal(DEAL, AT, linked())],
+        [Contact(JANE_HS, (JANE_HS,), AT), Deal(DEAL, AT, linked("CONTACT_DEAL"))],
     ),
     (
         "contact to deal association, primary",
@@ -241,19 +246,19 @@ CASES: list[tuple[str, dict[str, Any], list[Record]]] = [
             31887406213,
             isPrimaryAssociation=True,
         ),
-        [Contact(JANE_HS, (JANE_HS,), AT), Deal(DEAL, AT, linked())],
+        [Contact(JANE_HS, (JANE_HS,), AT), Deal(DEAL, AT, linked("CONTACT_DEAL/primary"))],
     ),
     (
         "contact to deal association removed: only the link goes",
         association("contact.associationChange", "CONTACT_TO_DEAL", 90210554101, 31887406213, True),
-        [Deal(DEAL, AT, linked(value=None))],
+        [Deal(DEAL, AT, linked("CONTACT_DEAL", removed=True))],
     ),
     (
         "contact to company association: the contact states the link, the company too",
         association("contact.associationChange", "CONTACT_TO_COMPANY", 90210554101, 7700112233),
         [
-            Contact(JANE_HS, (JANE_HS,), AT, ((f"company:{ACME}", "1"),)),
-            Company(ACME, AT, linked()),
+            Contact(JANE_HS, (JANE_HS,), AT, linked("COMPANY_CONTACT", to=f"company:{ACME}")),
+            Company(ACME, AT, linked("COMPANY_CONTACT")),
         ],
     ),
     (
@@ -262,21 +267,24 @@ CASES: list[tuple[str, dict[str, Any], list[Record]]] = [
             "company.associationChange", "COMPANY_TO_CONTACT", 7700112233, 90210554101, True
         ),
         [
-            Contact(JANE_HS, (JANE_HS,), AT, ((f"company:{ACME}", None),)),
-            Company(ACME, AT, linked(value=None)),
+            Contact(JANE_HS, (JANE_HS,), AT, linked("COMPANY_CONTACT", True, f"company:{ACME}")),
+            Company(ACME, AT, linked("COMPANY_CONTACT", removed=True)),
         ],
     ),
     (
         "deal to company association, kept on both",
         association("deal.associationChange", "DEAL_TO_COMPANY", 31887406213, 7700112233),
-        [Deal(DEAL, AT, ((f"company:{ACME}", "1"),)), Company(ACME, AT, ((f"deal:{DEAL}", "1"),))],
+        [
+            Deal(DEAL, AT, linked("COMPANY_DEAL", to=f"company:{ACME}")),
+            Company(ACME, AT, linked("COMPANY_DEAL", to=f"deal:{DEAL}")),
+        ],
     ),
     (
         "labelled association type",
         association(
             "contact.associationChange", "CONTACT_TO_DEAL_UNLABELED", 90210554101, 31887406213
         ),
-        [Contact(JANE_HS, (JANE_HS,), AT), Deal(DEAL, AT, linked())],
+        [Contact(JANE_HS, (JANE_HS,), AT), Deal(DEAL, AT, linked("CONTACT_DEAL_UNLABELED"))],
     ),
     (
         "association removed spelled as a string",
@@ -287,7 +295,7 @@ CASES: list[tuple[str, dict[str, Any], list[Record]]] = [
             90210554101,
             associationRemoved="true",
         ),
-        [Deal(DEAL, AT, linked(value=None))],
+        [Deal(DEAL, AT, linked("CONTACT_DEAL", removed=True))],
     ),
     # --- generic object.* events
     (
@@ -351,19 +359,19 @@ CASES: list[tuple[str, dict[str, Any], list[Record]]] = [
     (
         "generic deal to contact association",
         generic_association("0-3", 31887406213, "0-1", 90210554101, type_id=3),
-        [Contact(JANE_HS, (JANE_HS,), AT), Deal(DEAL, AT, linked())],
+        [Contact(JANE_HS, (JANE_HS,), AT), Deal(DEAL, AT, linked("HUBSPOT_DEFINED/3"))],
     ),
     (
         "generic contact to deal association removed",
         generic_association("0-1", 90210554101, "0-3", 31887406213, removed=True),
-        [Deal(DEAL, AT, linked(value=None))],
+        [Deal(DEAL, AT, linked("HUBSPOT_DEFINED/3", removed=True))],
     ),
     (
         "generic contact to company association, primary",
         generic_association("0-1", 90210554101, "0-2", 7700112233, type_id=1, primary=True),
         [
-            Contact(JANE_HS, (JANE_HS,), AT, ((f"company:{ACME}", "1"),)),
-            Company(ACME, AT, linked()),
+            Contact(JANE_HS, (JANE_HS,), AT, linked("HUBSPOT_DEFINED/1", to=f"company:{ACME}")),
+            Company(ACME, AT, linked("HUBSPOT_DEFINED/1")),
         ],
     ),
     # --- the docs' spelling and odd times

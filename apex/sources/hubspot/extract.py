@@ -17,6 +17,7 @@ from apex.pipeline.records import (
     Identity,
     Property,
     Record,
+    link,
     normalise_email,
 )
 from apex.sources.reading import text, unique
@@ -56,6 +57,13 @@ _PROPERTIES = {
 
 # HubSpot object ids are numbers; anything else (or absurdly long) names no object we can use.
 _OBJECT_ID = re.compile(r"[0-9A-Za-z_-]{1,40}")
+# An association's label as kept in a property name, and the width of object_properties.name:
+# a link whose labelled name would not fit is kept unlabelled.
+_LABEL = re.compile(r"[0-9A-Za-z_/-]{1,60}")
+_NAME_WIDTH = 100
+# HubSpot-defined association types come in pairs, one per direction (company to contact 280
+# is contact to company 279): one association, whichever side's event tells of it.
+_REVERSE_TYPE_IDS = {"2": "1", "4": "3", "6": "5", "280": "279", "342": "341"}
 # occurredAt in milliseconds: from 2000 to 2100, anything else is not a time HubSpot sends.
 _EARLIEST_MS, _LATEST_MS = 946_684_800_000, 4_102_444_800_000
 
@@ -218,7 +226,8 @@ def _association(
 ) -> list[Record]:
     """An association added or removed between two objects, in either shape: legacy
     (`associationType` such as CONTACT_TO_DEAL) or generic (`fromObjectTypeId`/`toObjectTypeId`
-    with `associationCategory`/`associationTypeId`). Primary or not, it links the two."""
+    with `associationCategory`/`associationTypeId`). Each label (associationTypeId, else
+    associationType and primary flag) is a link of its own: the two stay linked while any is."""
     kinds = _association_kinds(event)
     from_id, to_id = _object_id(event.get("fromObjectId")), _object_id(event.get("toObjectId"))
     if kinds is None or not set(kinds) <= TRACKED or kinds[0] == kinds[1]:
@@ -231,22 +240,58 @@ def _association(
         raise UnusableEventError(f"HubSpot {subscription} has no usable fromObjectId/toObjectId")
     ends = {kinds[0]: hubspot_id(portal, from_id), kinds[1]: hubspot_id(portal, to_id)}
     removed = event.get("associationRemoved") in (True, "true", "TRUE", "True")
-    linked = None if removed else "1"
+    label = _label(event)
     contact, company, deal = ends.get("contact"), ends.get("company"), ends.get("deal")
     records: list[Record] = []
     if contact is not None:
         person = Identity("hubspot", contact)
         # The person exists once associated; a removal needs no lead made for it.
         if not removed or company is not None:
-            link = ((f"company:{company}", linked),) if company is not None else ()
-            records.append(Contact(person, (person,), at, link))
+            linked = _link("company", company, label, removed) if company is not None else ()
+            records.append(Contact(person, (person,), at, linked))
     if deal is not None:
-        other = f"contact:{contact}" if contact is not None else f"company:{company}"
-        records.append(Deal(deal, at, ((other, linked),)))
+        if contact is not None:
+            records.append(Deal(deal, at, _link("contact", contact, label, removed)))
+        elif company is not None:
+            records.append(Deal(deal, at, _link("company", company, label, removed)))
     if company is not None:
-        other = f"contact:{contact}" if contact is not None else f"deal:{deal}"
-        records.append(Company(company, at, ((other, linked),)))
+        if contact is not None:
+            records.append(Company(company, at, _link("contact", contact, label, removed)))
+        elif deal is not None:
+            records.append(Company(company, at, _link("deal", deal, label, removed)))
     return records
+
+
+def _link(kind: str, key: str, label: str | None, removed: bool) -> tuple[Property, ...]:
+    """The association with `key` as one change states it: its label set or removed (the
+    object stays linked while another label remains, see records.fold_links). A removal also
+    clears the link as stored before labels were kept. A label too long to name is left out."""
+    plain = link(kind, key)
+    labelled = link(kind, key, label)
+    name = labelled if len(labelled) <= _NAME_WIDTH else plain
+    if not removed:
+        return ((name, "1"),)
+    return ((name, None), (plain, None)) if name != plain else ((name, None),)
+
+
+def _label(event: Mapping[str, Any]) -> str | None:
+    """Which of the associations between two objects a change is about, the same from either
+    side: "category/typeId" ("HUBSPOT_DEFINED/3", a HubSpot-defined type read as its
+    reverse's where it has one, see _REVERSE_TYPE_IDS), else the legacy associationType's words
+    in order ("CONTACT_DEAL" for DEAL_TO_CONTACT and CONTACT_TO_DEAL, with "/primary" for the
+    primary one), or None when the event does not say (or says it unreadably)."""
+    type_id = _object_id(event.get("associationTypeId"))
+    category = text(event, "associationCategory") or ""
+    if type_id is not None:
+        if category == "HUBSPOT_DEFINED":
+            type_id = _REVERSE_TYPE_IDS.get(type_id, type_id)
+        label = f"{category}/{type_id}"
+    else:
+        words = (text(event, "associationType") or "").upper().split("_")
+        legacy = "_".join(sorted(word for word in words if word and word != "TO"))
+        primary = event.get("isPrimaryAssociation") in (True, "true", "TRUE", "True")
+        label = f"{legacy}/primary" if legacy and primary else legacy
+    return label if _LABEL.fullmatch(label) else None
 
 
 def _association_kinds(event: Mapping[str, Any]) -> tuple[str, str] | None:
