@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -40,7 +41,11 @@ class Settings:
     delivery_concurrency: int = 16  # APEX_DELIVERY_CONCURRENCY, requests in flight per worker
     endpoint_concurrency: int = 8  # APEX_ENDPOINT_CONCURRENCY, per subscription per worker
     connect_timeout: float = 5.0  # APEX_CONNECT_TIMEOUT, seconds
-    request_timeout: float = 15.0  # APEX_REQUEST_TIMEOUT, seconds, total
+    request_timeout: float = 15.0  # APEX_REQUEST_TIMEOUT, seconds, wall clock per attempt
+    # APEX_CA_BUNDLE, else REQUESTS_CA_BUNDLE, else SSL_CERT_FILE: roots to verify receivers'
+    # certificates with (a PEM file or an OpenSSL hashed folder); None: certifi's
+    ca_bundle: str | None = None
+    egress_proxy: str | None = field(default=None, repr=False)  # APEX_EGRESS_PROXY, http://h:port
     lease_seconds: int = 60  # APEX_LEASE_SECONDS, how long an in-flight delivery is held
     inbound_retry_schedule: tuple[int, ...] = (
         10,
@@ -177,6 +182,23 @@ def _base_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _existing_path(value: str) -> str:
+    if not os.path.exists(value):
+        raise ValueError(f"no such file or folder: {value!r}")
+    return value
+
+
+def _proxy_url(value: str) -> str:
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/"):
+        raise ValueError("expected http://[user:password@]host:port (an HTTP CONNECT proxy)")
+    return value
+
+
 def _log_format(value: str) -> str:
     if value not in ("text", "json"):
         raise ValueError(f"expected text or json, got {value!r}")
@@ -225,6 +247,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         endpoint_concurrency=get("APEX_ENDPOINT_CONCURRENCY", _positive_int, 8),
         connect_timeout=get("APEX_CONNECT_TIMEOUT", _positive_float, 5.0),
         request_timeout=get("APEX_REQUEST_TIMEOUT", _positive_float, 15.0),
+        # For certificate verification only: the proxy variables never apply to deliveries.
+        ca_bundle=next(
+            (
+                parse_value(name, env[name], _existing_path)
+                for name in ("APEX_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+                if env.get(name)
+            ),
+            None,
+        ),
+        egress_proxy=get("APEX_EGRESS_PROXY", _proxy_url, None),
         lease_seconds=get("APEX_LEASE_SECONDS", _positive_int, 60),
         inbound_retry_schedule=get(
             "APEX_INBOUND_RETRY_SCHEDULE", _schedule, (10, 60, 300, 1800, 7200)

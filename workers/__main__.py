@@ -36,7 +36,7 @@ from sqlalchemy.engine import Engine
 from apex.db import unreachable
 from config import SettingsError, load_settings
 from config.logging import configure_logging
-from workers import context, jobs
+from workers import context, dispatcher, jobs
 from workers.outage import MAX_DELAY, Outage
 
 log = logging.getLogger("apex.worker")
@@ -123,6 +123,9 @@ class ApexWorker(SimpleWorker):
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop_requested.set()
+        # The current job may wait for a delivery slot: let it hand the rest back at once, and
+        # bound the attempts in flight (a thread: the handler must take no locks itself).
+        threading.Thread(target=dispatcher.stop_all, name="stop", daemon=True).start()
         super().request_stop(signum, frame)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:

@@ -50,7 +50,12 @@ def build(settings: Settings) -> WorkerContext:
     box = SecretBox(settings.secret_key)
     pool = settings.delivery_concurrency
     session = new_session(
-        settings.allow_private_destinations, pool_connections=100, pool_maxsize=pool
+        settings.allow_private_destinations,
+        pool_connections=100,
+        pool_maxsize=pool,
+        ca_bundle=settings.ca_bundle,
+        egress_proxy=settings.egress_proxy,
+        dns_timeout=settings.connect_timeout,
     )
     delivery = DeliveryContext(
         engine=engine,

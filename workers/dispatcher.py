@@ -4,7 +4,11 @@ that hangs until the timeout cannot stall deliveries to healthy ones.
 A job hands the dispatcher a batch of ids: it claims them in one transaction and starts each on
 the thread pool, or queues it behind its endpoint's in-flight requests. A recorder thread stores
 finished attempts in batches (group commit). Deliveries queued for an endpoint that is not
-draining are given back to the database and scheduled again shortly."""
+draining are given back to the database and scheduled again shortly.
+
+Stopping (SIGTERM, see stop_all) takes no new work: deliveries handed over or queued are given
+back, and attempts in flight end at their deadline, or STOP_WITHIN seconds after the stop
+request if that comes first, and are recorded."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +36,7 @@ from apex.delivery.deliver import (
     renew,
     send,
 )
+from apex.delivery.watchdog import WATCHDOG
 
 log = logging.getLogger("apex.dispatcher")
 
@@ -38,6 +44,18 @@ DEFER = timedelta(seconds=2)  # when an endpoint's queue is full, try those agai
 QUEUE_WAIT = 0.25  # seconds a job waits for room in a draining endpoint's queue
 PROGRESS = 0.5  # an endpoint that finished a request this recently counts as draining
 RECORD_BATCH = 200
+# Attempts still in flight this many seconds after a stop request are cut (recorded as
+# interrupted): with recording and exit the process ends within Heroku's 30 s.
+STOP_WITHIN = 20.0
+
+_running: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
+
+
+def stop_all() -> None:
+    """This process is stopping: every dispatcher stops taking work (see Dispatcher.stop).
+    Returns at once; call it from a thread, not from a signal handler (it takes locks)."""
+    for dispatcher in list(_running):
+        dispatcher.stop()
 
 
 class Dispatcher:
@@ -53,7 +71,7 @@ class Dispatcher:
         on_defer: Callable[[list[str], float], None],
     ) -> None:
         self._ctx = ctx
-        self._slots = threading.BoundedSemaphore(concurrency)
+        self._free = concurrency  # pool threads not running a lane
         self._per_endpoint = min(per_endpoint, concurrency)
         # A queued delivery must start before its lease runs out: each one ahead of it in its
         # endpoint's queue may take up to the request timeout per `per_endpoint` lanes.
@@ -72,30 +90,42 @@ class Dispatcher:
         self._recorder.start()
         self._on_results = on_results
         self._on_defer = on_defer
+        _running.add(self)
 
     def submit(self, delivery_ids: list[str]) -> int:
         """Claim the due deliveries among `delivery_ids` and start or queue each; returns how
-        many were claimed. Blocks only while every slot of the pool is busy."""
+        many were claimed. Blocks only while every slot of the pool is busy, and not once
+        stopping: what is not started by then is given back (scheduled again shortly)."""
+        if self._stopping:
+            self._on_defer(delivery_ids, DEFER.total_seconds())
+            return 0
         deferred: list[str] = []
         claimed = claim(self._ctx, delivery_ids)
-        for ready in claimed:
+        for index, ready in enumerate(claimed):
             endpoint = ready.claimed.subscription_id
             with self._cond:
-                if self._in_flight[endpoint] < self._per_endpoint:
-                    self._in_flight[endpoint] += 1
-                else:
+                if self._stopping:
+                    deferred += [r.claimed.id for r in claimed[index:]]
+                    break
+                if self._in_flight[endpoint] >= self._per_endpoint:
                     if self._has_room(endpoint):
                         self._queued[endpoint].append(ready)
                     else:
                         deferred.append(ready.claimed.id)
                     continue
-            self._slots.acquire()
+                self._cond.wait_for(lambda: self._free > 0 or self._stopping)
+                if self._stopping:
+                    deferred += [r.claimed.id for r in claimed[index:]]
+                    break
+                self._free -= 1
+                self._in_flight[endpoint] += 1
             try:
                 self._pool.submit(self._lane, ready)
             except BaseException:  # e.g. the job's timeout fired here: give both back
-                self._slots.release()
                 with self._cond:
+                    self._free += 1
                     self._in_flight[endpoint] -= 1
+                    self._cond.notify_all()
                 raise
         if deferred:
             self._give_back(deferred)
@@ -133,7 +163,9 @@ class Dispatcher:
                         self._in_flight[endpoint] -= 1
                     self._cond.notify_all()
         finally:
-            self._slots.release()
+            with self._cond:
+                self._free += 1
+                self._cond.notify_all()
 
     def _record_loop(self) -> None:
         stopping = False
@@ -175,15 +207,25 @@ class Dispatcher:
     def alive(self) -> bool:
         return self._recorder.is_alive()
 
-    def drain(self) -> None:
-        """Finish the deliveries in flight (at most the request timeout), record them, and give
-        queued ones back to be delivered by whichever worker runs next."""
+    def stop(self) -> None:
+        """Take no further work: give queued deliveries back (to whichever worker runs next),
+        wake a submit waiting for a slot, and cut attempts still in flight STOP_WITHIN seconds
+        from now (each also ends at its own deadline, the request timeout). Idempotent."""
         with self._cond:
+            if self._stopping:
+                return
             self._stopping = True
             queued = [r.claimed.id for q in self._queued.values() for r in q]
             self._queued.clear()
+            self._cond.notify_all()
+        WATCHDOG.cut(STOP_WITHIN)
         if queued:
             self._give_back(queued)
+
+    def drain(self) -> None:
+        """Stop (see stop), let the attempts in flight end (at most the request timeout plus a
+        second, or STOP_WITHIN seconds after the stop), and record them."""
+        self.stop()
         self._pool.shutdown(wait=True)
         self._done.put(None)
         self._recorder.join()
