@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,34 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# SQLSTATEs of a server that is going away or not taking connections: it is shutting down or
+# restarting (57P01-57P03), or has no connection slot left (53300). Class 08 is "connection
+# exception". Deadlocks, serialization failures (class 40) and statement timeouts (57014) are
+# errors of one transaction, not of the database.
+_SERVER_GONE = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
 def unreachable(exc: BaseException) -> bool:
-    """Whether a database error means the database could not be reached or used just now
-    (refused, restarting, a dropped connection, the pool exhausted) rather than a bug: the
-    DB-API's OperationalError and InterfaceError, and what SQLAlchemy saw invalidate a
-    connection."""
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError):
+    """Whether a database error means the database could not be reached just now (refused,
+    restarting, a dropped or closed connection, no connection free in the pool) rather than a
+    failure of one statement or a bug. Only connection-level failures count: what SQLAlchemy saw
+    invalidate a connection; a PostgreSQL error of SQLSTATE class 08, of a server going away, or
+    with no SQLSTATE at all (the driver lost the server); SQLite unable to open its file. A
+    deadlock, a serialization failure, a statement timeout or a missing table is not
+    unreachable. Never raises."""
+    if isinstance(exc, sa.exc.TimeoutError):  # the pool had no connection to give in time
         return True
-    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return False
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        return "unable to open database file" in str(orig)
+    sqlstate = getattr(orig, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SERVER_GONE
 
 
 def make_engine(url: str) -> Engine:
