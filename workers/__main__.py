@@ -30,6 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.exceptions import StopRequested
 from rq.scheduler import RQScheduler
 from sqlalchemy.engine import Engine
 
@@ -37,11 +38,13 @@ from apex.db import unreachable
 from config import SettingsError, load_settings
 from config.logging import configure_logging
 from workers import context, dispatcher, jobs
+from workers.context import SOCKET_TIMEOUT
 from workers.outage import MAX_DELAY, Outage
 
 log = logging.getLogger("apex.worker")
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+DEQUEUE_TIMEOUT = 5  # seconds RQ's BLPOP waits for a job: shorter than the socket timeout
 QUICK_QUIT = 30.0  # a work loop that ended sooner than this after its start restarts later
 MAX_RESTART_DELAY = 30.0
 
@@ -66,6 +69,8 @@ class RetryScheduler(RQScheduler):
                 continue
             outage.ok()
             time.sleep(self.interval)
+        if outage.down:
+            return  # its locks and entry expire on their own; each command would time out
         try:
             self.stop()
         except REDIS_DOWN:
@@ -80,7 +85,13 @@ class ApexWorker(SimpleWorker):
     further job until the database answers again (each would fail the same way), checking
     with capped backoff while it keeps its registration in Redis alive."""
 
-    max_connection_wait_time = MAX_DELAY  # RQ's own wait between dequeue retries (60 s)
+    max_connection_wait_time = MAX_DELAY  # RQ's own wait between dequeue retries (its cap)
+    # RQ waits for a job with BLPOP for `dequeue_timeout` seconds and raises the client's
+    # socket timeout to `connection_timeout` (by default 60 s and 70 s). Ours keep BLPOP well
+    # inside the client's bounded socket timeout (workers.context), so a Redis that stops
+    # answering fails a command within SOCKET_TIMEOUT instead of hanging the worker.
+    dequeue_timeout = DEQUEUE_TIMEOUT
+    connection_timeout = SOCKET_TIMEOUT
 
     def __init__(
         self,
@@ -105,6 +116,13 @@ class ApexWorker(SimpleWorker):
             self.database.failed(exc)
         return True  # on to RQ's next handler
 
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        # A stop requested before RQ's handlers were in place (while the supervisor restarted
+        # the loop) reached only the supervisor's: RQ's loop checks its own flag.
+        if self.stop_requested.is_set():
+            self._stop_requested = True
+
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> Any:
@@ -119,6 +137,8 @@ class ApexWorker(SimpleWorker):
                 self.stop_requested.wait(self.database.failed(exc))
                 continue
             self.database.ok()
+        if self.stop_requested.is_set():
+            raise StopRequested()  # take no further job (RQ's loop ends on this)
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
@@ -163,6 +183,15 @@ class ApexWorker(SimpleWorker):
             self.scheduler.register_death()
 
     def teardown(self) -> None:
+        if self.outage.down:
+            # Unregistering needs Redis, and against one that does not answer each command
+            # waits out its socket timeout: skip it (the worker's key expires by itself,
+            # worker_ttl) and stop what would go on retrying.
+            if self.scheduler is not None:
+                self.stop_scheduler()
+            if self.pubsub_thread is not None:
+                self.pubsub_thread.stop()
+            return
         try:
             super().teardown()
         except REDIS_DOWN:
@@ -202,47 +231,66 @@ def wait_for_redis(redis: Redis, outage: Outage, stop: threading.Event) -> None:
         return
 
 
-def supervise(ctx: context.WorkerContext, burst: bool, logging_level: str) -> None:
+def supervise(
+    ctx: context.WorkerContext,
+    burst: bool,
+    logging_level: str,
+    stop: threading.Event | None = None,
+    worker_class: type[ApexWorker] = ApexWorker,
+) -> None:
     """Run RQ's work loop until asked to stop (or, with `burst`, until the queues are empty),
-    starting a fresh worker whenever the loop quits on its own."""
+    starting a fresh worker whenever the loop quits on its own. A loop that quits soon after its
+    start is restarted after a delay that doubles each time (1 s up to MAX_RESTART_DELAY s),
+    whatever the cause, so a failure that recurs at once never makes the supervisor spin."""
     outage = Outage("Redis", log)
     database = Outage("database", log)
     logging.getLogger("rq.worker").addFilter(RedisOutageLines(outage))
-    stop = threading.Event()
+    stop = stop if stop is not None else threading.Event()
+    # Until a worker installs RQ's handlers (it does so only once registered with Redis), and
+    # between two work loops, a stop request sets `stop`; the worker checks it once its own
+    # handlers are in place (ApexWorker).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
     restart_delay = 0.0
     while not stop.is_set():
-        worker = ApexWorker(
-            list(jobs.QUEUES),
-            connection=ctx.redis,
-            worker_ttl=75,
-            maintenance_interval=60,
-            default_result_ttl=jobs.RESULT_TTL,
-            outage=outage,
-            database=database,
-            engine=ctx.engine,
-            stop_requested=stop,
-        )
         started = time.monotonic()
+        worker: ApexWorker | None = None
         try:
+            worker = worker_class(  # RQ's constructor names its connection: it needs Redis
+                list(jobs.QUEUES),
+                connection=ctx.redis,
+                worker_ttl=75,
+                maintenance_interval=60,
+                default_result_ttl=jobs.RESULT_TTL,
+                outage=outage,
+                database=database,
+                engine=ctx.engine,
+                stop_requested=stop,
+            )
             worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
         except REDIS_DOWN as exc:  # raised before RQ's loop: registering, starting its scheduler
             outage.failed(exc)
-            worker.teardown()
+            if worker is not None:
+                worker.teardown()
         if stop.is_set() or (burst and not outage.down):
             return
         # Between two work loops, a stop request must not reach the old worker's handlers.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda _signum, _frame: stop.set())
+        quick = time.monotonic() - started < QUICK_QUIT
+        restart_delay = min(max(restart_delay * 2, 1.0), MAX_RESTART_DELAY) if quick else 0.0
         if outage.down:
             log.warning("work loop ended without a stop request; restarting once Redis answers")
             wait_for_redis(ctx.redis, outage, stop)
-        else:  # some other failure, which RQ logged: restart, but never in a tight loop
-            quick = time.monotonic() - started < QUICK_QUIT
-            restart_delay = min(max(restart_delay * 2, 1.0), MAX_RESTART_DELAY) if quick else 0.0
+            # PING answering does not mean the worker can start (Redis may refuse its pubsub
+            # connection at maxclients, say): a loop that keeps quitting still waits.
+            if restart_delay and not stop.is_set():
+                log.warning("Redis answers; restarting the work loop in %.0f s", restart_delay)
+        else:  # some other failure, which RQ logged
             log.warning(
                 "work loop ended without a stop request; restarting in %.0f s", restart_delay
             )
-            stop.wait(restart_delay)
+        stop.wait(restart_delay)
 
 
 def main(argv: list[str] | None = None) -> int:

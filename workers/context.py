@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 from sqlalchemy.engine import Engine
 
@@ -18,16 +19,30 @@ from apex.pipeline.enrich import Enricher, build_enricher
 from apex.secretbox import SecretBox
 from config import Settings, load_settings
 
+# Seconds a Redis command may take before it fails with TimeoutError. Without it a Redis that
+# stops answering (a network partition drops packets) holds a command, and a SIGTERM waiting
+# on it, until TCP gives up (~15 min). Longer than any blocking command we send: RQ's BLPOP
+# waits workers.__main__.DEQUEUE_TIMEOUT (5 s).
+SOCKET_TIMEOUT = 15
+
 
 def redis_client(url: str) -> Redis:
     """A Redis client for a background process: each command rides out a blip of a few seconds
-    (reconnecting with jittered backoff) before raising; longer outages reach the caller, whose
-    loop waits them out (see workers.__main__ and workers.scheduled)."""
+    (a refused or dropped connection: it reconnects with jittered backoff) before raising;
+    longer outages reach the caller, whose loop waits them out (see workers.__main__ and
+    workers.scheduled). A command without an answer within SOCKET_TIMEOUT raises TimeoutError
+    and is not retried: a Redis that has gone quiet for that long is down, not blipping, and a
+    retry would only multiply the time a shutdown waits on it."""
     return Redis.from_url(
         url,
         socket_connect_timeout=5,
+        socket_timeout=SOCKET_TIMEOUT,
         socket_keepalive=True,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), retries=6),
+        retry=Retry(
+            ExponentialWithJitterBackoff(base=0.1, cap=1.0),
+            retries=6,
+            supported_errors=(RedisConnectionError,),
+        ),
     )
 
 

@@ -123,6 +123,9 @@ class SelfHealingScheduler(Scheduler):
         self._unregister()
 
     def _unregister(self) -> None:
+        if self.outage.down:  # each command would wait out its timeout before failing
+            log.warning("scheduler: Redis unreachable at exit; its lock and key expire")
+            return
         try:
             self.remove_lock()
             self.register_death()

@@ -6,7 +6,9 @@ is down), and everything accepted is delivered to the local receiver or processe
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -30,6 +32,7 @@ from tests.integration.conftest import signal_group, wait_for
 from tests.integration.faults import Load, PrivatePostgres, outcome
 from tests.integration.receivers import Receiver, subscribe
 from tests.platforms import STRIPE_SECRET, stripe_body, stripe_headers
+from workers.context import SOCKET_TIMEOUT
 from workers.jobs import MAINTENANCE
 
 LOAD_EVERY = 0.2  # seconds between two (publish, inbound webhook) pairs
@@ -167,6 +170,75 @@ class TestRedisOutage:
         for proc in procs:
             signal_group(proc, signal.SIGTERM)  # a dyno stop, Redis still away
         assert [proc.wait(30) for proc in procs] == [0, 0]
+        assert "worker stopped" in log_of(tmp_path, "workers")
+        assert "scheduler stopped" in log_of(tmp_path, "workers.scheduled")
+
+
+class BlackHole:
+    """A TCP port that accepts connections and reads what is sent, but never answers: a Redis
+    behind a network partition that drops its replies."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self.talkers = 0  # connections that sent a command
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        connections: list[socket.socket] = []
+        talked: set[int] = set()
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                pass
+            else:
+                conn.setblocking(False)
+                connections.append(conn)
+            for number, conn in enumerate(connections):
+                try:
+                    if conn.recv(65536):
+                        talked.add(number)
+                except OSError:
+                    pass  # nothing sent (BlockingIOError) or the client left
+            self.talkers = len(talked)
+        for conn in connections:
+            conn.close()
+        self.listener.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class TestRedisBlackHole:
+    @pytest.fixture
+    def black_hole(self) -> Iterator[BlackHole]:
+        hole = BlackHole()
+        yield hole
+        hole.close()
+
+    @pytest.fixture
+    def settings(self, settings: Settings, black_hole: BlackHole) -> Settings:
+        return replace(settings, redis_url=f"redis://127.0.0.1:{black_hole.port}/0")
+
+    def test_sigterm_stops_every_process_while_redis_never_answers(
+        self,
+        processes: Callable[..., subprocess.Popen[bytes]],
+        black_hole: BlackHole,
+        tmp_path: Path,
+    ) -> None:
+        procs = start_all(processes)
+        wait_for(lambda: black_hole.talkers >= 2)  # each waits on a reply that never comes
+        time.sleep(0.5)
+        for proc in procs:
+            signal_group(proc, signal.SIGTERM)
+        # Each command gives up after the client's socket timeout (without one it waits for
+        # TCP, ~15 min); neither process then waits on Redis again before exiting.
+        assert [proc.wait(SOCKET_TIMEOUT + 10) for proc in procs] == [0, 0]
         assert "worker stopped" in log_of(tmp_path, "workers")
         assert "scheduler stopped" in log_of(tmp_path, "workers.scheduled")
 
