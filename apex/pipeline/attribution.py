@@ -277,23 +277,37 @@ def record_touch(conn: Connection, lead_id: str, key: str, touch: Touch, replace
 
 
 def record_payment(
-    conn: Connection, lead_id: str | None, key: str, amount: int, currency: str, at: datetime
+    conn: Connection,
+    lead_id: str | None,
+    key: str,
+    amount: int | None,
+    currency: str,
+    at: datetime,
 ) -> set[str]:
     """Count the payment `key` once, at the largest amount captured any description states
     (captures only grow) and the earliest time any states, so events applied in any order, or
     twice, leave the same conversion. A payment first described without a known payer gets the
     lead of the first description that names one; so does its refund conversion, which is also
-    credited where the payment was. Returns the leads whose conversions changed."""
+    credited where the payment was. `amount` None states no amount, only the payer and time,
+    of a payment counted already (nothing happens if it is not). Returns the leads whose
+    conversions changed."""
+    stored = conversions.c
+    if amount is None:
+        counted = conn.execute(
+            sa.select(stored.key).where(stored.key == key, stored.kind == "payment")
+        ).first()
+        if counted is None:
+            return set()
     statement = insert(conn, conversions).values(
         key=key,
         lead_id=lead_id,
         kind="payment",
-        amount=amount,
+        amount=amount or 0,
         currency=currency,
         occurred_at=at,
         attributed_at=at,
     )
-    excluded, stored = statement.excluded, conversions.c
+    excluded = statement.excluded
     conn.execute(
         statement.on_conflict_do_update(
             index_elements=["key"],
@@ -344,6 +358,33 @@ def take_payment(conn: Connection, key: str) -> tuple[str | None, datetime] | No
         return None
     conn.execute(conversions.delete().where(conversions.c.key == key))
     return (str(row.lead_id) if row.lead_id else None), row.occurred_at
+
+
+@dataclass(frozen=True)
+class Refunded:
+    """A refund conversion taken off a payment key: credited to `lead_id`, as of `at`, judged
+    at `paid_at` (when the payment was made)."""
+
+    lead_id: str | None
+    currency: str
+    at: datetime
+    paid_at: datetime
+
+
+def take_refund(conn: Connection, key: str) -> Refunded | None:
+    """Delete the refund conversion of payment `key` (its parts are counted under another key
+    now); what it was, None if there was none."""
+    c = conversions.c
+    row = conn.execute(
+        sa.select(c.lead_id, c.currency, c.occurred_at, c.attributed_at).where(
+            c.key == f"{key}:refund", c.kind == "refund"
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    conn.execute(conversions.delete().where(c.key == f"{key}:refund"))
+    lead_id = str(row.lead_id) if row.lead_id else None
+    return Refunded(lead_id, row.currency, row.occurred_at, row.attributed_at)
 
 
 def lock_refund(conn: Connection, key: str, currency: str, at: datetime) -> None:

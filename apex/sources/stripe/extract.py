@@ -250,7 +250,8 @@ def _dispute(event_type: str, obj: Mapping[str, Any], at: datetime) -> list[Reco
 
 def _invoice(event_type: str, obj: Mapping[str, Any], at: datetime) -> list[Record]:
     """A paid invoice counts `amount_paid`, under the payment(s) that paid it when it names
-    them, else under itself until an invoice_payment links it."""
+    them, else under itself until an invoice_payment links it (once linked, what its payments
+    paid counts, not its own total: see payments.record_payment)."""
     records, identities = _payer(obj, at)
     invoice_id, currency = text(obj, "id"), currency_code(text(obj, "currency"))
     paid = _cents(obj, "amount_paid")
