@@ -108,7 +108,7 @@ class Dispatcher:
                     deferred += [r.claimed.id for r in claimed[index:]]
                     break
                 if self._in_flight[endpoint] >= self._per_endpoint:
-                    if self._has_room(endpoint):
+                    if self._has_room(endpoint) and not self._stopping:
                         self._queued[endpoint].append(ready)
                     else:
                         deferred.append(ready.claimed.id)

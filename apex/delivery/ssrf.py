@@ -598,7 +598,9 @@ def post(
     `iter_content`) inside `with response:`; a body read to its end returns the connection to
     the pool for reuse, anything else closes it. A 3xx is returned like any other status.
 
-    `timeout` is anything requests accepts, including urllib3's Timeout(connect=5, total=15).
+    `timeout` is anything requests accepts, including urllib3's Timeout(connect=5, total=15);
+    it bounds the connect and each read, not the request: run post() inside a Watchdog.watch
+    (as attempt() does) for a wall-clock deadline over all of it.
     Session defaults apply (headers, `verify`, `cert`); cookies and hooks do not.
 
     Raises DestinationRefusedError for a refused or unresolvable destination,

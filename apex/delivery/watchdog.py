@@ -51,8 +51,8 @@ class Watch:
         descriptor is kept, so TLS wrapping (which detaches the original object) or the
         connection closing first leave nothing dangling."""
         with self._lock:
-            if self._closed:
-                return
+            if self._closed or sock.fileno() < 0:
+                return  # a socket already closed has nothing left to cut
             dup = socket.socket(fileno=os.dup(sock.fileno()))
             self._sockets.append(dup)
             if self.expired:

@@ -92,7 +92,10 @@ class HostileReceiver:
     def _serve(self, conn: socket.socket) -> None:
         opened = time.monotonic()
         with conn:
-            head = self._peek_head(conn) if self.mode == "never_read" else self._read_head(conn)
+            try:
+                head = self._peek_head(conn) if self.mode == "never_read" else self._read_head(conn)
+            except OSError:
+                return  # the client left before its headers were complete
             if head is None:
                 return
             held = Held(_webhook_id(head), opened)

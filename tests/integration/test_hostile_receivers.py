@@ -123,6 +123,18 @@ def test_a_receiver_that_never_reads_a_large_body_is_cut_while_sending() -> None
     assert elapsed < 2.0
 
 
+def test_a_tls_handshake_that_never_completes_is_cut_at_the_deadline() -> None:
+    session = new_session(allow_private=True)
+    with HostileReceiver.serving("hang") as receiver:  # takes the ClientHello, answers nothing
+        url = receiver.url.replace("http://", "https://")
+        started = time.monotonic()
+        outcome = attempt(session, url, b"{}", {}, 5, 1.0, now())
+        elapsed = time.monotonic() - started
+
+    assert outcome.error == "timeout: TLS handshake after 1 s"
+    assert elapsed < 2.0
+
+
 def test_a_lookup_that_never_answers_is_bounded_by_the_connect_timeout() -> None:
     release = threading.Event()
 
