@@ -41,6 +41,8 @@ def dev_environment() -> dict[str, str]:
     # A local trial may configure a short key (APEX_API_KEYS=apex_key_abc123): it serves only
     # this machine. Deployed, keys under 24 characters stop the boot.
     env.setdefault("APEX_ALLOW_WEAK_KEYS", "1")
+    # No proxy in front: the socket peer is the client (an X-Forwarded-For is the client's own).
+    env.setdefault("APEX_TRUSTED_PROXIES", "0")
     # Metrics of web, worker and scheduler processes add up through files in this folder.
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", str((VAR / "prometheus").resolve()))
     return env
@@ -64,8 +66,8 @@ def main() -> int:
         shutil.rmtree(env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
         subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], env=env, check=True)
         honcho = subprocess.Popen(
-            [sys.executable, "-m", "honcho", "start", "-f", "Procfile", "-p", env["PORT"],
-             "web", "worker", "scheduler"],
+            [sys.executable, "-m", "launcher.procfile", "start", "-f", "Procfile",
+             "-p", env["PORT"], "web", "worker", "scheduler"],
             env=env,
         )  # fmt: skip
         while True:

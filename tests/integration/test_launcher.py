@@ -82,3 +82,48 @@ def test_run_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
         os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert launcher.wait(45) in (0, 130)  # 130: ended by SIGINT, as a shell reports it
     assert not [p for p in family if _alive(p)]
+
+
+def test_a_process_stopping_slowly_gets_more_than_honchos_five_seconds(tmp_path: Path) -> None:
+    # A process that needs 7 s after SIGTERM (a worker finishing in-flight deliveries) beside
+    # one that stops at once (web): plain honcho SIGKILLs the slow one 5 s after the quick one
+    # stopped; the launcher's honcho waits GRACE_SECONDS.
+    done = tmp_path / "finished"
+    slow = (
+        "import signal, sys, time, pathlib\n"
+        "def stop(*_):\n"
+        "    time.sleep(7)\n"
+        f"    pathlib.Path({str(done)!r}).write_text('ok')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    (tmp_path / "slow.py").write_text(slow)
+    quick = "import time\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    (tmp_path / "quick.py").write_text(quick)
+    (tmp_path / "Procfile").write_text(
+        f"slow: {sys.executable} {tmp_path / 'slow.py'}\n"
+        f"quick: {sys.executable} {tmp_path / 'quick.py'}\n"
+    )
+    honcho = subprocess.Popen(
+        [sys.executable, "-m", "launcher.procfile", "start", "-f", str(tmp_path / "Procfile")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert honcho.stdout is not None
+        ready = 0
+        for line in honcho.stdout:
+            ready += "ready" in line
+            if ready == 2:
+                break
+        honcho.send_signal(signal.SIGTERM)
+        output = honcho.communicate(timeout=40)[0]
+    finally:
+        if honcho.poll() is None:
+            honcho.kill()
+    assert done.read_text() == "ok", output
+    assert "SIGKILL" not in output
