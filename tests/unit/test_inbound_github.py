@@ -192,15 +192,29 @@ def test_rejects_bad_or_missing_signature(raw: RawRequest, reason: str) -> None:
     assert BODY.decode() not in caught.value.detail
 
 
-@pytest.mark.parametrize(
-    "missing", ["x-github-event", "x-github-delivery"], ids=["no_event_type", "no_delivery_id"]
-)
-def test_rejects_verified_delivery_without_event_or_delivery_header(missing: str) -> None:
+def test_a_verified_delivery_without_a_delivery_id_is_stored_as_usual() -> None:
     signed = request()
-    raw = replace(signed, headers={k: v for k, v in signed.headers.items() if k != missing})
+    raw = replace(
+        signed, headers={k: v for k, v in signed.headers.items() if k != "x-github-delivery"}
+    )
 
-    with pytest.raises(BadRequestError, match="Missing X-GitHub-"):
-        github.verify(raw, [SECRET], NOW)
+    (event,) = github.verify(raw, [SECRET], NOW)
+    assert (event.type, event.ignored, event.dedupe_key) == (
+        "star",
+        None,
+        content_key(event.payload),
+    )
+
+
+def test_a_verified_delivery_without_an_event_type_is_stored_ignored_with_the_reason() -> None:
+    signed = request()
+    raw = replace(
+        signed, headers={k: v for k, v in signed.headers.items() if k != "x-github-event"}
+    )
+
+    (event,) = github.verify(raw, [SECRET], NOW)
+    assert event.type == "unknown"
+    assert event.ignored is not None and "X-GitHub-Event" in event.ignored
 
 
 @pytest.mark.parametrize(

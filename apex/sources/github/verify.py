@@ -31,6 +31,7 @@ KEPT_HEADERS = (
     "X-GitHub-Hook-Installation-Target-ID",
 )
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+MAX_EVENT_TYPE = 100  # the width of the stored type
 
 
 def verify(request: RawRequest, secrets: Sequence[str], now: float) -> list[InboundEvent]:
@@ -45,8 +46,9 @@ def verify(request: RawRequest, secrets: Sequence[str], now: float) -> list[Inbo
     A verified payload that is JSON but not an object is stored `ignored` with the reason.
 
     Raises InvalidSignatureError (no X-Hub-Signature-256, even when the SHA-1 X-Hub-Signature is
-    there, or no match), BadRequestError (missing X-GitHub-Event or X-GitHub-Delivery, or the
-    body is not JSON), SourceNotConfiguredError (no usable secret).
+    there, or no match), BadRequestError (the body is not JSON), SourceNotConfiguredError (no
+    usable secret). Without X-GitHub-Event the event is stored `ignored`; X-GitHub-Delivery is
+    optional (kept for display only).
     """
     keys = usable_secrets(secrets, NAME)
     if not request.header(SIGNATURE_HEADER) and request.header(SHA1_SIGNATURE_HEADER):
@@ -58,17 +60,18 @@ def verify(request: RawRequest, secrets: Sequence[str], now: float) -> list[Inbo
     if not matches_any(expected, [signature]):
         raise InvalidSignatureError(f"{SIGNATURE_HEADER} does not match the body")
 
-    event_type = require_header(request, EVENT_HEADER, BadRequestError)
-    require_header(request, DELIVERY_HEADER, BadRequestError)
+    event_type = (request.header(EVENT_HEADER) or "").strip()[:MAX_EVENT_TYPE]
     payload = _payload(request)
     ignored = None
     if not isinstance(payload, dict):
         ignored = f"A GitHub payload must be a JSON object, not {_kind(payload)}"
+    elif not event_type:
+        ignored = f"No {EVENT_HEADER} header: the payload's event type is unknown"
     return [
         InboundEvent(
             source=NAME,
             dedupe_key=content_key(payload),
-            type=event_type,
+            type=event_type or "unknown",
             payload=payload,
             headers=_kept_headers(request),
             ignored=ignored,
