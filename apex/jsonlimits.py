@@ -58,10 +58,14 @@ def check_limits(
 
 
 def parse(
-    body: bytes | str, max_depth: int = MAX_DEPTH, max_number_length: int = MAX_NUMBER_LENGTH
+    body: bytes | str,
+    max_depth: int = MAX_DEPTH,
+    max_number_length: int = MAX_NUMBER_LENGTH,
+    unique_keys: bool = True,
 ) -> object:
-    """Parse strict JSON: UTF-8, within check_limits(), without NaN, Infinity or numbers too
-    large for a float (1e400).
+    """Parse strict JSON: UTF-8, within check_limits(), without NaN, Infinity, numbers too
+    large for a float (1e400) or half a surrogate pair, and (with `unique_keys`) without an
+    object naming a key twice, which parsers read differently (the first or the last wins).
 
     Raises BadRequestError, whose detail never quotes the body.
     """
@@ -71,7 +75,12 @@ def parse(
     except UnicodeDecodeError:
         raise BadRequestError("Malformed JSON body: it is not UTF-8 text") from None
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_object if unique_keys else None,
+        )
     except json.JSONDecodeError as exc:
         raise BadRequestError(
             f"Malformed JSON body: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -93,6 +102,13 @@ def _has_lone_surrogate(value: object) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def _unique_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("an object names the same key twice")
+    return value
 
 
 def _refuse_constant(name: str) -> object:

@@ -235,6 +235,12 @@ def test_half_a_surrogate_pair_is_400_not_500(
     assert_error(post_raw(client, path, body, auth), 400, "bad_request")
 
 
+def test_a_body_naming_a_key_twice_is_400(client: FlaskClient, auth: dict[str, str]) -> None:
+    body = '{"url": "https://a.example/h", "events": ["*"], "url": "https://b.example/h"}'
+    assert_error(post_raw(client, "/api/webhooks", body, auth), 400, "bad_request")
+    assert client.get("/api/webhooks", headers=auth).json == []
+
+
 def test_a_whole_surrogate_pair_is_a_character(client: FlaskClient, auth: dict[str, str]) -> None:
     body = '{"type": "lead.created", "data": {"x": "\\ud83d\\ude00"}}'
     assert post_raw(client, "/api/events", body, auth).status_code == 202

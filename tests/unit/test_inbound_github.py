@@ -296,3 +296,8 @@ def test_verified_body_is_bounded_in_depth_and_number_size_before_parsing(
 def test_half_a_surrogate_pair_in_a_verified_body_is_bad_request_not_a_crash() -> None:
     with pytest.raises(BadRequestError, match="surrogate"):
         github.verify(request(b'{"action":"created","sender":{"login":"\\ud800"}}'), [SECRET], NOW)
+
+
+def test_a_platform_payload_with_a_repeated_key_is_taken_as_its_parser_wrote_it() -> None:
+    (event,) = github.verify(request(b'{"action":"created","action":"deleted"}'), [SECRET], NOW)
+    assert event.payload == {"action": "deleted"}

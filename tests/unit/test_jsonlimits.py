@@ -58,6 +58,8 @@ def test_limits_are_parameters() -> None:
         (b"[-1e400]", "out of range"),
         (b'{"a": 1', "Malformed JSON"),
         (b"\xff\xfe", "UTF-8"),
+        (b'{"url": "https://a.example", "url": "https://b.example"}', "same key twice"),
+        (b'[{"a": {"b": 1, "b": 2}}]', "same key twice"),
         (b'{"x": "\\ud800"}', "surrogate"),
         (b'{"x": "a\\udfff b"}', "surrogate"),
         (b'{"\\ud83d": 1}', "surrogate"),
