@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import socket
 import struct
 import time
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
@@ -66,6 +68,67 @@ def timeout_detail(timeout: float) -> str:
 def timeout_body(timeout: float) -> bytes:
     body = {"code": "request_timeout", "detail": timeout_detail(timeout)}
     return json.dumps(body).encode() + b"\n"
+
+
+# The stable codes of the errors gunicorn answers before the app sees a request.
+_GUNICORN_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "request_header_fields_too_large",
+    501: "not_implemented",
+}
+_KNOWN_STATUSES = frozenset(int(status) for status in HTTPStatus)
+# What every response of ours carries (apex.api.headers adds them to the app's responses).
+_SECURITY_HEADERS = (
+    "X-Content-Type-Options: nosniff\r\n"
+    "X-Frame-Options: DENY\r\n"
+    "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
+)
+
+
+def error_response(status: int) -> bytes:
+    """A whole HTTP response for an error found before the app ran: our JSON shape, a request
+    id, the security headers, and Connection: close."""
+    code = _GUNICORN_CODES.get(status, "internal_error" if status >= 500 else "bad_request")
+    reason = HTTPStatus(status).phrase
+    body = json.dumps({"code": code, "detail": f"{reason} (the request could not be read)"})
+    data = body.encode() + b"\n"
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n"
+        f"X-Request-ID: req_{secrets.token_hex(8)}\r\n"
+        f"{_SECURITY_HEADERS}"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + data
+
+
+class _Written:
+    """Stands in for the client socket while gunicorn writes its error page: keeps the bytes
+    (only the status line is used) and passes everything else to the socket."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._data = bytearray()
+
+    def gettimeout(self) -> float:
+        return 0.0  # so gunicorn writes at once, to us
+
+    def sendall(self, data: bytes) -> None:
+        self._data += data
+
+    def status(self) -> int:
+        line = bytes(self._data).partition(b"\r\n")[0].decode("latin-1")
+        status = (line.split(" ") + ["", ""])[1]
+        if status.isdigit() and int(status) in _KNOWN_STATUSES:
+            return int(status)
+        return 400
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 class ReadClock:
@@ -304,7 +367,16 @@ class DeadlineWorker(ThreadWorker):
         # Headers cut off by the read deadline may not parse; the answer is then our 408 alone.
         if isinstance(client, ReadClock) and client.expired and client.request is None:
             return
-        super().handle_error(req, client, addr, exc)
+        # gunicorn judges the request (status, logging) and writes an HTML page; the client gets
+        # that status in our JSON error shape, with the headers every response of ours carries.
+        written = _Written(client)
+        super().handle_error(req, written, addr, exc)
+        status = written.status()
+        try:
+            client.settimeout(1.0)
+            client.sendall(error_response(status))
+        except OSError:
+            pass
 
     @staticmethod
     def _send_timeout(clock: ReadClock) -> None:

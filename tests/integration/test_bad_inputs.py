@@ -5,6 +5,7 @@ bodies, malformed framing)."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -340,3 +341,36 @@ def test_on_gunicorn_chunked_and_malformed_bodies_are_4xx_without_a_traceback(
     text = log.read_text(errors="replace")
     assert "Traceback" not in text
     assert " -> 500 " not in text
+
+
+def test_on_gunicorn_requests_it_cannot_read_get_our_error_shape_and_headers(
+    settings: Settings, tmp_path: Path
+) -> None:
+    get = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    cases = {
+        "nul in a header": (get + b"X-A: a\x00b\r\n\r\n", b"400"),
+        "both framings": (
+            b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"400",
+        ),
+        "two lengths": (get + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab", b"400"),
+        "negative length": (get + b"Content-Length: -1\r\n\r\n", b"400"),
+        "request line over 4 KiB": (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", b"414"),
+        "unknown coding": (get + b"Transfer-Encoding: xchunked\r\n\r\n", b"501"),
+    }
+    with gunicorn(settings, tmp_path / "gunicorn.log") as base:
+        answers = {name: raw_exchange(base, request) for name, (request, _) in cases.items()}
+    for name, (_, status) in cases.items():
+        head, _, body = answers[name].partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:])}
+        assert lines[0].split(" ")[1].encode() == status, (name, lines[0])
+        assert headers["content-type"] == "application/json", name
+        assert json.loads(body)["code"] and "detail" in json.loads(body), name
+        assert (
+            headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+        )
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert headers["x-request-id"].startswith("req_")
+        assert answers[name].count(b"HTTP/1.1 ") == 1, name  # one answer, nothing after it
