@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from apex.db import make_engine
 from apex.delivery.deliver import DeliveryContext
+from apex.delivery.destinations import Policy
 from apex.delivery.ssrf import new_session
 from apex.pipeline.enrich import Enricher, build_enricher
 from apex.secretbox import SecretBox
@@ -81,6 +82,7 @@ def build(settings: Settings) -> WorkerContext:
         lease=timedelta(seconds=settings.lease_seconds),
         connect_timeout=settings.connect_timeout,
         total_timeout=settings.request_timeout,
+        destinations=Policy.of(settings),
     )
     redis = redis_client(settings.redis_url)
     return WorkerContext(settings, engine, redis, box, delivery, build_enricher(settings))

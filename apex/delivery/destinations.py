@@ -25,11 +25,16 @@ PRIVATE_SETTING = "APEX_ALLOW_PRIVATE_DESTINATIONS"
 
 
 class PolicySettings(Protocol):
-    """What check() needs from config.Settings."""
+    """What check() needs from config.Settings (read-only)."""
 
-    allow_http: bool
-    allow_private_destinations: bool
-    allowed_ports: tuple[tuple[int, int], ...]
+    @property
+    def allow_http(self) -> bool: ...
+
+    @property
+    def allow_private_destinations(self) -> bool: ...
+
+    @property
+    def allowed_ports(self) -> tuple[tuple[int, int], ...]: ...
 
 
 @dataclass(frozen=True)

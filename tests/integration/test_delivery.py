@@ -241,7 +241,9 @@ def test_private_destination_is_refused_and_recorded(
     )
     assert attempt["statusCode"] is None
     assert attempt["error"].startswith("destination_refused")
-    assert "loopback" in attempt["error"]  # the rule, never what the name resolves to
+    # The rule (localhost is this machine; a name resolving to 127.0.0.1 is loopback), never
+    # the address a name resolves to.
+    assert "this machine" in attempt["error"] or "loopback" in attempt["error"]
     assert "127.0.0.1" not in attempt["error"]
     assert receiver.requests == []
 
@@ -369,3 +371,21 @@ def test_a_delivery_cancelled_while_in_flight_stays_cancelled(
     with engine.connect() as conn:
         row = conn.execute(sa.select(delivery_table.c.status, delivery_table.c.attempts)).one()
     assert tuple(row) == ("cancelled", 0)
+
+
+def test_switching_http_off_refuses_the_next_attempt_of_an_http_subscription(
+    client: FlaskClient, auth: dict[str, str], httpserver: HTTPServer, processes: Callable[..., Any]
+) -> None:
+    receiver = Receiver(httpserver, "/plain")
+    sub = subscribe(client, auth, receiver.url, ["lead.created"])  # made while http was allowed
+    processes(APEX_ALLOW_HTTP="0")
+    publish(client, auth, "lead.created")
+
+    def first_attempt() -> dict[str, Any] | None:
+        log = deliveries(client, auth, sub["id"])[0]["attemptLog"]
+        return log[0] if log else None
+
+    attempt = wait_for(first_attempt)
+    assert attempt["error"].startswith("destination_refused: "), attempt
+    assert "APEX_ALLOW_HTTP=1" in attempt["error"]
+    assert receiver.requests == []
