@@ -25,7 +25,9 @@ DELIVERIES = "deliveries"
 INBOUND = "inbound"
 PIPELINE = "pipeline"
 MAINTENANCE = "maintenance"
-QUEUES = (DELIVERIES, INBOUND, PIPELINE, MAINTENANCE)
+# The order a worker serves them in. The sweeps (maintenance) come first: they are short, and
+# they are the safety net that must run however deep a backlog of deliveries grows.
+QUEUES = (MAINTENANCE, DELIVERIES, INBOUND, PIPELINE)
 
 RESULT_TTL = 60
 RECOVER_BATCH = 500  # deliveries requeued per transaction by recover(), progress after each
