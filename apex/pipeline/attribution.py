@@ -35,6 +35,9 @@ class Touch:
     at: datetime
 
 
+_REFUND_SUFFIX = ":refund"  # a payment's refunds and lost disputes: one conversion, "<key>:refund"
+
+
 @dataclass(frozen=True)
 class Sale:
     """A conversion as the models see it: a payment or won deal (`counts`), or a refund
@@ -330,7 +333,7 @@ def record_payment(
     ).one()
     conn.execute(
         conversions.update()
-        .where(stored.key == f"{key}:refund")
+        .where(stored.key == f"{key}{_REFUND_SUFFIX}")
         .values(
             lead_id=sa.func.coalesce(row.lead_id, stored.lead_id),
             attributed_at=row.attributed_at,
@@ -377,12 +380,12 @@ def take_refund(conn: Connection, key: str) -> Refunded | None:
     c = conversions.c
     row = conn.execute(
         sa.select(c.lead_id, c.currency, c.occurred_at, c.attributed_at).where(
-            c.key == f"{key}:refund", c.kind == "refund"
+            c.key == f"{key}{_REFUND_SUFFIX}", c.kind == "refund"
         )
     ).one_or_none()
     if row is None:
         return None
-    conn.execute(conversions.delete().where(c.key == f"{key}:refund"))
+    conn.execute(conversions.delete().where(c.key == f"{key}{_REFUND_SUFFIX}"))
     lead_id = str(row.lead_id) if row.lead_id else None
     return Refunded(lead_id, row.currency, row.occurred_at, row.attributed_at)
 
@@ -394,7 +397,7 @@ def lock_refund(conn: Connection, key: str, currency: str, at: datetime) -> None
     conn.execute(
         insert(conn, conversions)
         .values(
-            key=f"{key}:refund",
+            key=f"{key}{_REFUND_SUFFIX}",
             lead_id=None,
             kind="refund",
             amount=0,
@@ -405,7 +408,9 @@ def lock_refund(conn: Connection, key: str, currency: str, at: datetime) -> None
         .on_conflict_do_nothing(index_elements=["key"])
     )
     conn.execute(
-        sa.select(conversions.c.key).where(conversions.c.key == f"{key}:refund").with_for_update()
+        sa.select(conversions.c.key)
+        .where(conversions.c.key == f"{key}{_REFUND_SUFFIX}")
+        .with_for_update()
     ).one()
 
 
@@ -422,7 +427,7 @@ def record_refund(
     taken_back), as of the latest `at` seen; none when 0. Credited to the payment's lead, else
     `lead_id`, and judged at the payment's time, else `paid_at`. Returns the leads whose
     conversions changed."""
-    refund_key = f"{key}:refund"
+    refund_key = f"{key}{_REFUND_SUFFIX}"
     c = conversions.c
     paid = conn.execute(
         sa.select(c.lead_id, c.attributed_at).where(c.key == key, c.kind == "payment")
@@ -533,18 +538,27 @@ def _touches(conn: Connection, lead_ids: Sequence[str]) -> dict[str, list[Touch]
 
 
 def _sales(conn: Connection, condition: sa.ColumnElement[bool]) -> list[Sale]:
+    """The conversions meeting `condition`. A payment's refunds and lost disputes take back at
+    most what the payment counts (whatever `condition` says of the payment itself): money Apex
+    never counted (an uncaptured charge, a payment from before it was installed) is not taken
+    back, so neither a lead's nor the report's revenue ever goes below what was captured."""
+    c = conversions.c
     rows = conn.execute(
-        sa.select(
-            conversions.c.lead_id,
-            conversions.c.amount,
-            conversions.c.currency,
-            conversions.c.attributed_at,
-            conversions.c.kind,
-        )
+        sa.select(c.key, c.lead_id, c.amount, c.currency, c.attributed_at, c.kind)
         .where(condition)
-        .order_by(conversions.c.key)
-    )
-    return [
-        Sale(lead_id, amount, currency, at, kind != "refund")
-        for lead_id, amount, currency, at, kind in rows
-    ]
+        .order_by(c.key)
+    ).all()
+    refunded = [key.removesuffix(_REFUND_SUFFIX) for key, *_, kind in rows if kind == "refund"]
+    paid = dict(
+        conn.execute(
+            sa.select(c.key, c.amount).where(c.key.in_(refunded), c.kind == "payment")
+        ).all()
+    ) if refunded else {}  # fmt: skip
+    sales = []
+    for key, lead_id, amount, currency, at, kind in rows:
+        if kind == "refund":
+            amount = -min(-amount, paid.get(key.removesuffix(_REFUND_SUFFIX), 0))
+            if amount == 0:
+                continue
+        sales.append(Sale(lead_id, amount, currency, at, kind != "refund"))
+    return sales

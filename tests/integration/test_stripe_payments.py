@@ -269,3 +269,37 @@ def test_a_refund_recorded_while_another_worker_folds_its_charge_counts_under_th
         ("stripe:pi_1", 5000),
         ("stripe:pi_1:refund", -3000),
     ]
+
+
+def revenue(engine: Engine) -> tuple[int, int]:
+    """(the report's revenue over every source, the leads' revenue), both in usd."""
+    report = attribution.report(engine, "linear", None, None)
+    reported = sum(credit.revenue for credit in report.by_source if credit.currency == "usd")
+    with engine.connect() as conn:
+        leads = {row.lead_id for row in conn.execute(sa.select(conversions.c.lead_id)) if row[0]}
+        summaries = attribution.summaries(conn, leads)
+    per_lead = sum(summary.revenue_by_currency.get("usd", 0) for summary in summaries.values())
+    return reported, per_lead
+
+
+@pytest.mark.parametrize("order", ["refund first", "charge first"])
+def test_a_refund_takes_back_at_most_what_its_payment_counts(engine: Engine, order: str) -> None:
+    uncaptured = {**charge(), "captured": False, "amount_captured": 0, "status": "succeeded"}
+    events = [
+        stripe("charge.refunded", {**uncaptured, "amount_refunded": 5000}, id="evt_r"),
+        stripe("charge.succeeded", uncaptured, id="evt_c"),
+    ]
+    for event in events if order == "refund first" else events[::-1]:
+        process(engine, event)
+    # Money never captured is neither counted nor taken back: nothing, not -5000.
+    assert revenue(engine) == (0, 0)
+
+    process(engine, stripe("charge.captured", {**charge(), "amount_captured": 3000}, id="evt_k"))
+    process(engine, stripe("refund.created", refund("big", 4000), id="evt_big"))
+    assert revenue(engine) == (0, 0)  # 3000 captured, at most 3000 taken back
+
+
+def test_a_refund_of_a_payment_apex_never_saw_is_not_negative_revenue(engine: Engine) -> None:
+    orphan = {**refund("orphan", 777), "charge": "ch_never"}
+    process(engine, stripe("refund.created", orphan, id="evt_orphan"))
+    assert revenue(engine) == (0, 0)
