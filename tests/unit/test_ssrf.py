@@ -11,17 +11,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pytest_httpserver import HTTPServer
 from urllib3.util import Timeout
 from werkzeug import Request, Response
@@ -35,6 +29,7 @@ from apex.delivery.ssrf import (
     resolve_public,
 )
 from apex.errors import DestinationRefusedError, DestinationUnresolvedError
+from tests.integration.egress import PrivateCa, private_ca
 
 TIMEOUT = Timeout(connect=5, total=15)
 BODY = b'{"id":"evt_1","type":"lead.created"}'
@@ -513,86 +508,14 @@ def keep_alive_server() -> Iterator[Receiver]:
 # --- TLS: SNI and certificate checks use the hostname while the socket goes to the IP --------
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PrivateCa:
     """A throwaway CA and a leaf certificate for receiver.test and alt.test (not other.test)."""
-    folder = tmp_path_factory.mktemp("pki")
-    now = datetime.now(UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Apex test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "receiver.test")]))
-        .issuer_name(ca_name)
-        .public_key(leaf_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("receiver.test"), x509.DNSName("alt.test")]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pki = Pki(folder / "ca.pem", folder / "leaf.pem", folder / "leaf.key")
-    pki.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    pki.cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    pki.key_file.write_bytes(
-        leaf_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return pki
+    return private_ca(tmp_path_factory.mktemp("pki"), ["receiver.test", "alt.test"])
 
 
 @pytest.fixture
-def tls_server(pki: Pki) -> Iterator[Receiver]:
+def tls_server(pki: PrivateCa) -> Iterator[Receiver]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pki.cert_file, pki.key_file)
     with Receiver.serving(context) as receiver:
@@ -606,14 +529,14 @@ def tls_names() -> FakeResolver:
     )
 
 
-def tls_session(pki: Pki, lookup: FakeResolver) -> requests.Session:
+def tls_session(pki: PrivateCa, lookup: FakeResolver) -> requests.Session:
     session = new_session(allow_private=True, lookup=lookup)
     session.verify = str(pki.ca_file)
     return session
 
 
 def test_https_verifies_the_hostname_and_sends_it_as_sni(
-    tls_server: Receiver, pki: Pki, tls_names: FakeResolver
+    tls_server: Receiver, pki: PrivateCa, tls_names: FakeResolver
 ) -> None:
     port = tls_server.port
 
@@ -626,7 +549,7 @@ def test_https_verifies_the_hostname_and_sends_it_as_sni(
 
 
 def test_https_refuses_a_certificate_that_does_not_name_the_host(
-    tls_server: Receiver, pki: Pki, tls_names: FakeResolver
+    tls_server: Receiver, pki: PrivateCa, tls_names: FakeResolver
 ) -> None:
     with tls_session(pki, tls_names) as session:
         with pytest.raises(requests.exceptions.SSLError):
@@ -645,7 +568,7 @@ def test_https_refuses_an_unknown_issuer(tls_server: Receiver, tls_names: FakeRe
 
 
 def test_https_pools_are_keyed_by_hostname_not_only_by_ip(
-    tls_server: Receiver, pki: Pki, tls_names: FakeResolver
+    tls_server: Receiver, pki: PrivateCa, tls_names: FakeResolver
 ) -> None:
     port = tls_server.port
 
