@@ -65,6 +65,12 @@ SWEEPER_RECOVERIES = Counter(
     ["kind"],
 )
 
+CIRCUITS = Counter(
+    "apex_endpoint_circuit_changes",
+    "Endpoint circuits that closed (answering again) or opened or stayed open (a probe failed).",
+    ["change"],
+)
+
 # Result.status of a recorded attempt -> the outcome label.
 _DELIVERY_OUTCOMES = {"delivered": "delivered", "pending": "retrying", "failed": "failed"}
 
@@ -84,6 +90,13 @@ def record_delivery(
     ATTEMPT_DURATION.observe(max(attempt_seconds, 0.0))
     if status == "delivered":
         DELIVERY_LATENCY.observe(max((finished_at - published_at).total_seconds(), 0.0))
+
+
+def record_circuits(closed: int, still_or_newly_open: int) -> None:
+    if closed:
+        CIRCUITS.labels("closed").inc(closed)
+    if still_or_newly_open:
+        CIRCUITS.labels("open").inc(still_or_newly_open)
 
 
 def record_recoveries(kind: str, count: int) -> None:
@@ -106,6 +119,20 @@ def subscription_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         for status, count in conn.execute(query):
             counts[str(status)] = int(count)
+    return counts
+
+
+def circuit_counts(engine: Engine) -> dict[str, int]:
+    """Subscriptions (not deleted) by the state of their endpoint's circuit."""
+    query = (
+        sa.select(subscriptions.c.circuit, sa.func.count())
+        .where(subscriptions.c.deleted_at.is_(None))
+        .group_by(subscriptions.c.circuit)
+    )
+    counts = {"closed": 0, "open": 0}
+    with engine.connect() as conn:
+        for state, count in conn.execute(query):
+            counts[str(state)] = int(count)
     return counts
 
 

@@ -39,6 +39,15 @@ subscriptions = sa.Table(
     sa.Column("previous_secret", sa.Text()),  # Fernet token, valid until previous_secret_expires_at
     sa.Column("previous_secret_expires_at", UTCDateTime()),
     sa.Column("failing_since", UTCDateTime()),
+    sa.Column("rate_limit", sa.Integer()),  # requests per second, all workers; None: unlimited
+    sa.Column("concurrency", sa.Integer()),  # requests in flight, all workers; None: the default
+    # Endpoint health (apex.delivery.circuit): closed | open; while open, only probes are sent.
+    sa.Column("circuit", sa.String(16), nullable=False, server_default="closed"),
+    sa.Column("circuit_since", UTCDateTime()),
+    sa.Column("circuit_reason", sa.String(500)),
+    sa.Column("unreachable_count", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("probe_at", UTCDateTime()),  # open: when the next probe may go
+    sa.Column("probe_interval", sa.Integer()),  # open: seconds from one probe to the next
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("deleted_at", UTCDateTime()),

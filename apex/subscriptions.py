@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 from apex.catalog import WILDCARD, is_known
 from apex.db import utcnow
 from apex.delivery import destinations
+from apex.delivery.circuit import Health
 from apex.delivery.destinations import Policy
 from apex.delivery.signing import generate_secret
 from apex.errors import ConflictError, NotFoundError
@@ -40,6 +41,9 @@ class Subscription:
     disabled_reason: str | None
     created_at: datetime
     updated_at: datetime
+    rate_limit: int | None = None  # requests per second over all workers; None: unlimited
+    concurrency: int | None = None  # requests in flight over all workers; None: the default
+    health: Health = field(default_factory=Health)
 
     def wants(self, event_type: str) -> bool:
         return WILDCARD in self.events or event_type in self.events
@@ -118,6 +122,9 @@ def _from_row(row: Any) -> Subscription:
         disabled_reason=row.disabled_reason,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        rate_limit=row.rate_limit,
+        concurrency=row.concurrency,
+        health=Health(*(row._mapping[name] for name in Health.__dataclass_fields__)),
     )
 
 
@@ -131,6 +138,8 @@ def create(
     events: list[str],
     secret: str | None = None,
     description: str = "",
+    rate_limit: int | None = None,
+    concurrency: int | None = None,
 ) -> tuple[Subscription, str]:
     """Create an active subscription; return it and its signing secret (the only time it is shown).
 
@@ -138,7 +147,8 @@ def create(
     """
     now = utcnow()
     secret = secret or generate_secret()
-    sub = Subscription(new_id("wh"), url, list(events), description, "active", None, now, now)
+    sub = Subscription(new_id("wh"), url, list(events), description, "active", None, now, now,
+                       rate_limit, concurrency)  # fmt: skip
     with engine.begin() as conn:
         conn.execute(
             subscriptions.insert().values(
@@ -146,6 +156,8 @@ def create(
                 url=sub.url,
                 events=sub.events,
                 description=description,
+                rate_limit=rate_limit,
+                concurrency=concurrency,
                 status=sub.status,
                 secret=box.seal(secret),
                 created_at=now,
@@ -196,15 +208,20 @@ def signing_secrets(conn: Connection, box: SecretBox, sub_id: str) -> SigningSec
 
 
 def update(engine: Engine, sub_id: str, changes: dict[str, Any]) -> Subscription:
-    """Apply validated changes (url, events, description, status active|paused).
+    """Apply validated changes (url, events, description, status active|paused, rate_limit,
+    concurrency).
 
-    Re-activating a disabled subscription clears its failure record. Raises NotFoundError.
+    Re-activating a disabled subscription clears its failure record, and that or a new URL
+    closes its endpoint's circuit (the deliveries that waited are found by the next sweep).
+    Raises NotFoundError.
     """
     with engine.begin() as conn:
         current = get(conn, sub_id)
         values: dict[str, Any] = dict(changes)
         if values.get("status") == "active" and current.status != "active":
-            values.update(disabled_reason=None, failing_since=None)
+            values.update(disabled_reason=None, failing_since=None, **asdict(Health()))
+        if "url" in values and values["url"] != current.url:
+            values.update(asdict(Health()))
         values["updated_at"] = utcnow()
         conn.execute(subscriptions.update().where(subscriptions.c.id == sub_id).values(**values))
         return get(conn, sub_id)

@@ -39,7 +39,9 @@ class Settings:
     disable_after: int = 5 * 86400  # APEX_DISABLE_AFTER, seconds
     rotation_overlap: int = 86400  # APEX_ROTATION_OVERLAP, seconds
     delivery_concurrency: int = 16  # APEX_DELIVERY_CONCURRENCY, requests in flight per worker
-    endpoint_concurrency: int = 8  # APEX_ENDPOINT_CONCURRENCY, per subscription per worker
+    endpoint_concurrency: int = 8  # APEX_ENDPOINT_CONCURRENCY, per subscription, all workers
+    circuit_failures: int = 5  # APEX_CIRCUIT_FAILURES, consecutive unreachable attempts to open
+    circuit_probe: int = 10  # APEX_CIRCUIT_PROBE, seconds to the first probe of an open circuit
     connect_timeout: float = 5.0  # APEX_CONNECT_TIMEOUT, seconds
     request_timeout: float = 15.0  # APEX_REQUEST_TIMEOUT, seconds, wall clock per attempt
     # APEX_CA_BUNDLE, else REQUESTS_CA_BUNDLE, else SSL_CERT_FILE: roots to verify receivers'
@@ -227,7 +229,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     allow_weak_keys = get("APEX_ALLOW_WEAK_KEYS", _flag, False)
     api_keys: tuple[str, ...] = get("APEX_API_KEYS", _csv if allow_weak_keys else _strong_keys, ())
-    return Settings(
+    settings = Settings(
         redis_url=required("REDIS_URL", str),
         secret_key=required("APEX_SECRET_KEY", _fernet_key),
         database_url=get("DATABASE_URL", _database_url, DEFAULT_DATABASE_URL),
@@ -245,6 +247,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rotation_overlap=get("APEX_ROTATION_OVERLAP", _positive_int, 86400),
         delivery_concurrency=get("APEX_DELIVERY_CONCURRENCY", _positive_int, 16),
         endpoint_concurrency=get("APEX_ENDPOINT_CONCURRENCY", _positive_int, 8),
+        circuit_failures=get("APEX_CIRCUIT_FAILURES", _positive_int, 5),
+        circuit_probe=get("APEX_CIRCUIT_PROBE", _positive_int, 10),
         connect_timeout=get("APEX_CONNECT_TIMEOUT", _positive_float, 5.0),
         request_timeout=get("APEX_REQUEST_TIMEOUT", _positive_float, 15.0),
         # For certificate verification only: the proxy variables never apply to deliveries.
@@ -282,3 +286,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_format=get("APEX_LOG_FORMAT", _log_format, "text"),
         log_level=get("APEX_LOG_LEVEL", str.upper, "INFO"),
     )
+    _check_lease(settings)
+    return settings
+
+
+def _check_lease(settings: Settings) -> None:
+    """The lease must outlast an attempt (at most the timeout plus a second) and one queued
+    behind it: shorter, the sweeper would send again attempts still in flight."""
+    least = 2 * (settings.request_timeout + 1)
+    if settings.lease_seconds < least:
+        raise SettingsError(
+            f"APEX_LEASE_SECONDS ({settings.lease_seconds}) must be at least {least:g}: twice "
+            f"APEX_REQUEST_TIMEOUT ({settings.request_timeout:g}) plus a second, so no attempt "
+            "outlives its lease"
+        )

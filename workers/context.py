@@ -13,6 +13,7 @@ from redis.retry import Retry
 from sqlalchemy.engine import Engine
 
 from apex.db import make_engine
+from apex.delivery.circuit import Rules
 from apex.delivery.deliver import DeliveryContext
 from apex.delivery.destinations import Policy
 from apex.delivery.ssrf import new_session
@@ -83,6 +84,7 @@ def build(settings: Settings) -> WorkerContext:
         connect_timeout=settings.connect_timeout,
         total_timeout=settings.request_timeout,
         destinations=Policy.of(settings),
+        circuit=Rules(settings.circuit_failures, settings.circuit_probe),
     )
     redis = redis_client(settings.redis_url)
     return WorkerContext(settings, engine, redis, box, delivery, build_enricher(settings))

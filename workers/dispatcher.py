@@ -1,10 +1,13 @@
-"""Several deliveries in flight per worker process, with a cap per subscription so one endpoint
-that hangs until the timeout cannot stall deliveries to healthy ones.
+"""Several deliveries in flight per worker process, within each endpoint's limits over all
+workers, so one endpoint that hangs until the timeout cannot stall deliveries to healthy ones.
 
 A job hands the dispatcher a batch of ids: it claims them in one transaction and starts each on
-the thread pool, or queues it behind its endpoint's in-flight requests. A recorder thread stores
-finished attempts in batches (group commit). Deliveries queued for an endpoint that is not
-draining are given back to the database and scheduled again shortly.
+the thread pool once it holds one of its endpoint's slots (apex.delivery.limits: the
+concurrency and rate limits, shared in Redis by every worker). A delivery whose endpoint has
+no free slot waits behind this process's requests to that endpoint, in the same slot, as long
+as its lease allows; otherwise it is given back to the database, and one wake-up job per
+endpoint (not one job per delivery) claims that endpoint's due deliveries again shortly. A
+recorder thread stores finished attempts in batches (group commit).
 
 Stopping (SIGTERM, see stop_all) takes no new work: deliveries handed over or queued are given
 back, and attempts in flight end at their deadline, or STOP_WITHIN seconds after the stop
@@ -29,20 +32,22 @@ from apex.delivery.deliver import (
     Attempted,
     DeliveryContext,
     Ready,
-    Result,
+    Recorded,
     claim,
     record,
     release,
     renew,
     send,
 )
+from apex.delivery.limits import EndpointLimits, Slot, Wait
 from apex.delivery.watchdog import WATCHDOG
 
 log = logging.getLogger("apex.dispatcher")
 
-DEFER = timedelta(seconds=2)  # when an endpoint's queue is full, try those again after this
+DEFER = 1.0  # seconds before an endpoint without a free slot is tried again
 QUEUE_WAIT = 0.25  # seconds a job waits for room in a draining endpoint's queue
 PROGRESS = 0.5  # an endpoint that finished a request this recently counts as draining
+RATE_WAIT = 1.0  # a request its endpoint's rate delays longer than this is given back
 RECORD_BATCH = 200
 # Attempts still in flight this many seconds after a stop request are cut (recorded as
 # interrupted): with recording and exit the process ends within Heroku's 30 s.
@@ -59,113 +64,208 @@ def stop_all() -> None:
 
 
 class Dispatcher:
-    """`on_results` receives each recorded batch's Results and `on_defer` the ids given back
-    (with their delay); both schedule follow-up jobs."""
+    """`limits` holds the endpoints' slots (None: only this process's cap applies).
+    `on_recorded` receives each recorded batch and `on_defer` the endpoints whose deliveries
+    were given back, each with the seconds after which to claim them again; both schedule
+    follow-up jobs."""
 
     def __init__(
         self,
         ctx: DeliveryContext,
         concurrency: int,
         per_endpoint: int,
-        on_results: Callable[[list[Result]], None],
-        on_defer: Callable[[list[str], float], None],
+        limits: EndpointLimits | None,
+        on_recorded: Callable[[Recorded], None],
+        on_defer: Callable[[dict[str, float]], None],
     ) -> None:
         self._ctx = ctx
         self._free = concurrency  # pool threads not running a lane
         self._per_endpoint = min(per_endpoint, concurrency)
-        # A queued delivery must start before its lease runs out: each one ahead of it in its
-        # endpoint's queue may take up to the request timeout per `per_endpoint` lanes.
-        rounds = int(ctx.lease.total_seconds() // ctx.total_timeout) - 1
-        self._max_queued = self._per_endpoint * max(0, rounds)
+        self._limits = limits
         # A delivery that waited this long for a slot renews its lease before it is sent.
         self._renew_after = ctx.lease.total_seconds() / 3
-        self._in_flight: Counter[str] = Counter()
+        self._in_flight: Counter[str] = Counter()  # lanes (each holding a slot) per endpoint
         self._queued: defaultdict[str, deque[Ready]] = defaultdict(deque)
         self._last_done: dict[str, float] = {}
         self._cond = threading.Condition()
         self._stopping = False
+        self._stopped = threading.Event()
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="deliver")
         self._done: queue.Queue[Attempted | None] = queue.Queue()
         self._recorder = threading.Thread(target=self._record_loop, name="record", daemon=True)
         self._recorder.start()
-        self._on_results = on_results
+        self._on_recorded = on_recorded
         self._on_defer = on_defer
         _running.add(self)
 
-    def submit(self, delivery_ids: list[str]) -> int:
+    def limit(self, ready: Ready) -> int:
+        """Requests in flight allowed to `ready`'s endpoint, over all workers."""
+        return min(ready.claimed.concurrency or self._per_endpoint, self._per_endpoint)
+
+    def _max_queued(self, ready: Ready) -> int:
+        """How many of an endpoint's deliveries may wait here: each must start before its lease
+        runs out, and each one ahead of it takes up to an attempt (the timeout plus a second)
+        and the rate's interval, per lane."""
+        rate = ready.claimed.rate_limit
+        per_request = self._ctx.total_timeout + 1 + (1 / rate if rate else 0)
+        rounds = int(self._ctx.lease.total_seconds() // per_request) - 1
+        return self.limit(ready) * max(0, rounds)
+
+    def wake_batch(self) -> int:
+        """Deliveries of one endpoint worth claiming at a time."""
+        rounds = int(self._ctx.lease.total_seconds() // (self._ctx.total_timeout + 1))
+        return self._per_endpoint * max(1, rounds)
+
+    def submit(self, delivery_ids: list[str], probe: bool = False) -> int:
         """Claim the due deliveries among `delivery_ids` and start or queue each; returns how
         many were claimed. Blocks only while every slot of the pool is busy, and not once
-        stopping: what is not started by then is given back (scheduled again shortly)."""
+        stopping: what is not started by then is given back (claimed again shortly)."""
         if self._stopping:
-            self._on_defer(delivery_ids, DEFER.total_seconds())
-            return 0
-        deferred: list[str] = []
-        claimed = claim(self._ctx, delivery_ids)
+            return 0  # not claimed: their jobs' successors or the sweeper find them
+        deferred: list[tuple[Ready, float]] = []
+        claimed = claim(self._ctx, delivery_ids, probe)
         for index, ready in enumerate(claimed):
+            if self._stopping:
+                deferred += [(r, DEFER) for r in claimed[index:]]
+                break
             endpoint = ready.claimed.subscription_id
             with self._cond:
-                if self._stopping:
-                    deferred += [r.claimed.id for r in claimed[index:]]
+                lanes = self._in_flight[endpoint]
+            got = self._acquire(ready) if lanes < self.limit(ready) else Wait(DEFER)
+            if isinstance(got, Slot):
+                if not self._start(ready, got):
+                    deferred += [(r, DEFER) for r in claimed[index:]]
                     break
-                if self._in_flight[endpoint] >= self._per_endpoint:
-                    if self._has_room(endpoint) and not self._stopping:
-                        self._queued[endpoint].append(ready)
-                    else:
-                        deferred.append(ready.claimed.id)
+                continue
+            with self._cond:
+                if self._in_flight[endpoint] and self._has_room(ready):
+                    self._queued[endpoint].append(ready)
                     continue
-                self._cond.wait_for(lambda: self._free > 0 or self._stopping)
-                if self._stopping:
-                    deferred += [r.claimed.id for r in claimed[index:]]
-                    break
-                self._free -= 1
-                self._in_flight[endpoint] += 1
-            try:
-                self._pool.submit(self._lane, ready)
-            except BaseException:  # e.g. the job's timeout fired here: give both back
-                with self._cond:
-                    self._free += 1
-                    self._in_flight[endpoint] -= 1
-                    self._cond.notify_all()
-                raise
+            deferred.append((ready, max(got.seconds, DEFER)))
         if deferred:
             self._give_back(deferred)
         return len(claimed)
 
-    def _has_room(self, endpoint: str) -> bool:
-        """Whether `endpoint`'s queue has room, waiting a little for it only if the endpoint is
-        answering (a hanging endpoint must not hold up the deliveries behind it). Call with
-        the lock held."""
+    def _acquire(self, ready: Ready) -> Slot | Wait:
+        c = ready.claimed
+        if self._limits is None:
+            return Slot(c.subscription_id, "")
+        try:
+            return self._limits.acquire(c.subscription_id, self.limit(ready), c.rate_limit)
+        except RedisError as exc:
+            log.warning("endpoint %s: no slot (Redis: %s); given back", c.subscription_id, exc)
+            return Wait(DEFER)
+
+    def _start(self, ready: Ready, slot: Slot) -> bool:
+        """Run `ready` in a lane holding `slot`; False (slot released) once stopping."""
+        endpoint = ready.claimed.subscription_id
+        with self._cond:
+            self._cond.wait_for(lambda: self._free > 0 or self._stopping)
+            if self._stopping:
+                self._release(slot)
+                return False
+            self._free -= 1
+            self._in_flight[endpoint] += 1
+        try:
+            self._pool.submit(self._lane, ready, slot)
+        except BaseException:  # e.g. the job's timeout fired here: give both back
+            with self._cond:
+                self._free += 1
+                self._in_flight[endpoint] -= 1
+                self._cond.notify_all()
+            self._release(slot)
+            raise
+        return True
+
+    def _has_room(self, ready: Ready) -> bool:
+        """Whether the queue of `ready`'s endpoint has room, waiting a little for it only if
+        the endpoint is answering (a hanging endpoint must not hold up the deliveries behind
+        it). Call with the lock held."""
+        endpoint = ready.claimed.subscription_id
+        most = self._max_queued(ready)
 
         def room() -> bool:
-            return len(self._queued[endpoint]) < self._max_queued
+            return len(self._queued[endpoint]) < most
 
         draining = time.monotonic() - self._last_done.get(endpoint, -PROGRESS) < PROGRESS
         return room() or (draining and self._cond.wait_for(room, QUEUE_WAIT))
 
-    def _give_back(self, delivery_ids: list[str]) -> None:
-        release(self._ctx, delivery_ids, DEFER)
-        self._on_defer(delivery_ids, DEFER.total_seconds())
-
-    def _lane(self, ready: Ready | None) -> None:
-        """Send `ready`, then whatever is queued for its endpoint, in this slot."""
-        endpoint = ready.claimed.subscription_id if ready else ""
+    def _give_back(self, deferred: list[tuple[Ready, float]]) -> None:
+        """Hand deliveries back to the database, each endpoint's due again after its delay,
+        and ask for one wake-up per endpoint."""
+        by_endpoint: defaultdict[str, list[str]] = defaultdict(list)
+        delays: dict[str, float] = {}
+        for ready, delay in deferred:
+            endpoint = ready.claimed.subscription_id
+            by_endpoint[endpoint].append(ready.claimed.id)
+            delays[endpoint] = max(delays.get(endpoint, 0.0), delay)
+        for endpoint, ids in by_endpoint.items():
+            release(self._ctx, ids, timedelta(seconds=delays[endpoint]))
         try:
-            while ready is not None:
-                if time.monotonic() - ready.claimed_at > self._renew_after:
-                    ready = renew(self._ctx, ready)  # None: taken over meanwhile, skip it
-                if ready is not None:
-                    self._done.put(send(self._ctx, ready))
-                with self._cond:
-                    self._last_done[endpoint] = time.monotonic()
-                    waiting = self._queued[endpoint]
-                    ready = waiting.popleft() if waiting and not self._stopping else None
-                    if ready is None:
-                        self._in_flight[endpoint] -= 1
-                    self._cond.notify_all()
+            self._on_defer(delays)
+        except RedisError as exc:
+            log.warning("could not schedule %d wake-ups (%s); the sweeper will", len(delays), exc)
+
+    def _lane(self, ready: Ready, slot: Slot) -> None:
+        """Send `ready`, then whatever is queued for its endpoint, in this slot."""
+        endpoint = ready.claimed.subscription_id
+        current: Ready | None = ready
+        try:
+            while current is not None:
+                if time.monotonic() - current.claimed_at > self._renew_after:
+                    current = renew(self._ctx, current)  # None: taken over meanwhile, skip it
+                if current is not None:
+                    self._done.put(send(self._ctx, current))
+                current = self._next(endpoint, slot)
         finally:
+            self._release(slot)
             with self._cond:
                 self._free += 1
                 self._cond.notify_all()
+
+    def _next(self, endpoint: str, slot: Slot) -> Ready | None:
+        """The next delivery queued for `endpoint` that this lane may send in its slot, or
+        None, the lane ending (the queue handed back if the slot could not go on)."""
+        with self._cond:
+            self._last_done[endpoint] = time.monotonic()
+            waiting = self._queued[endpoint]
+            following = waiting.popleft() if waiting and not self._stopping else None
+            if following is None:
+                self._in_flight[endpoint] -= 1
+            self._cond.notify_all()
+        if following is None or self._keep(slot, following):
+            return following
+        with self._cond:  # the slot is lost or the rate says wait: this lane ends
+            rest = [following, *self._queued.pop(endpoint, ())]
+            self._in_flight[endpoint] -= 1
+            self._cond.notify_all()
+        self._give_back([(r, DEFER) for r in rest])
+        return None
+
+    def _keep(self, slot: Slot, ready: Ready) -> bool:
+        """Renew `slot` for sending `ready`, waiting for the endpoint's rate up to RATE_WAIT."""
+        if self._limits is None:
+            return True
+        waited = 0.0
+        while not self._stopping:
+            try:
+                kept = self._limits.renew(slot, ready.claimed.rate_limit)
+            except RedisError:
+                return False
+            if not isinstance(kept, Wait):
+                return kept
+            if waited + kept.seconds > RATE_WAIT:
+                return False
+            waited += kept.seconds
+            self._stopped.wait(kept.seconds)
+        return False
+
+    def _release(self, slot: Slot) -> None:
+        if self._limits is not None:
+            try:
+                self._limits.release(slot)
+            except RedisError:
+                pass  # it expires with its TTL
 
     def _record_loop(self) -> None:
         stopping = False
@@ -190,19 +290,20 @@ class Dispatcher:
         What cannot be recorded stays leased, so the sweeper sends it again when the lease
         ends: this thread must outlive any one failure."""
         try:
-            results = record(self._ctx, batch)
+            recorded = [record(self._ctx, batch)]
         except SQLAlchemyError:
             log.exception("recording %d attempts failed; recording them one by one", len(batch))
-            results = []
+            recorded = []
             for attempted in batch:
                 try:
-                    results += record(self._ctx, [attempted])
+                    recorded.append(record(self._ctx, [attempted]))
                 except SQLAlchemyError:
                     log.exception("delivery %s: attempt not recorded", attempted.ready.claimed.id)
-        try:
-            self._on_results(results)
-        except RedisError as exc:
-            log.warning("could not schedule %d retries (%s); the sweeper will", len(results), exc)
+        for each in recorded:
+            try:
+                self._on_recorded(each)
+            except RedisError as exc:
+                log.warning("could not schedule follow-ups (%s); the sweeper will", exc)
 
     def alive(self) -> bool:
         return self._recorder.is_alive()
@@ -215,12 +316,13 @@ class Dispatcher:
             if self._stopping:
                 return
             self._stopping = True
-            queued = [r.claimed.id for q in self._queued.values() for r in q]
+            self._stopped.set()
+            queued = [r for q in self._queued.values() for r in q]
             self._queued.clear()
             self._cond.notify_all()
         WATCHDOG.cut(STOP_WITHIN)
         if queued:
-            self._give_back(queued)
+            self._give_back([(r, DEFER) for r in queued])
 
     def drain(self) -> None:
         """Stop (see stop), let the attempts in flight end (at most the request timeout plus a

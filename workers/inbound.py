@@ -157,6 +157,7 @@ def sweep_inbound() -> int:
     ctx = context.current()
     lost = store.lost(ctx.engine, utcnow(), timedelta(seconds=ctx.settings.requeue_after))
     enqueue_inbound(ctx.redis, lost)
+    READY_INBOUND.restart(ctx.redis, drain_inbound)  # a drain that died with ids waiting
     metrics.record_recoveries("inbound", len(lost))
     if lost:
         log.info("sweep: re-enqueued %d inbound events", len(lost))

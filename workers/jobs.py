@@ -13,10 +13,11 @@ from rq.job import Job
 
 from apex import metrics
 from apex.db import utcnow
-from apex.delivery import store
-from apex.delivery.deliver import Result
+from apex.delivery import circuit, store
+from apex.delivery.deliver import Recorded
+from apex.delivery.limits import EndpointLimits
 from workers import context
-from workers.dispatcher import Dispatcher
+from workers.dispatcher import DEFER, Dispatcher
 from workers.readylist import ReadyList
 
 log = logging.getLogger("apex.jobs")
@@ -31,6 +32,7 @@ QUEUES = (MAINTENANCE, DELIVERIES, INBOUND, PIPELINE)
 
 RESULT_TTL = 60
 RECOVER_BATCH = 500  # deliveries requeued per transaction by recover(), progress after each
+RELEASE_LIMIT = 5000  # deliveries released at once when an endpoint's circuit closes
 
 # Deliveries to send now: claimed 200 per transaction by drain().
 READY_DELIVERIES = ReadyList("deliveries", DELIVERIES, batch=200, help_backlog=2000)
@@ -59,6 +61,27 @@ def schedule_delivery(redis: Redis, delivery_id: str, delay: float) -> None:
     )
 
 
+def schedule_wake(redis: Redis, subscription_id: str, delay: float) -> None:
+    """Claim an endpoint's due deliveries again after `delay` seconds: one job per endpoint
+    however many wait (a key marks the wake-up as scheduled until it runs)."""
+    if redis.set(f"apex:endpoint:{subscription_id}:wake", "1", nx=True, ex=int(delay) + 30):
+        _queue(redis, DELIVERIES).enqueue_in(
+            timedelta(seconds=max(delay, 0.0)), wake, subscription_id, result_ttl=RESULT_TTL
+        )
+
+
+def schedule_probe(redis: Redis, subscription_id: str, delay: float) -> None:
+    """Probe an endpoint whose circuit is open after `delay` seconds (one job per endpoint:
+    scheduling it again moves it)."""
+    _queue(redis, DELIVERIES).enqueue_in(
+        timedelta(seconds=max(delay, 0.0)),
+        probe,
+        subscription_id,
+        job_id=f"apex-probe-{subscription_id}",
+        result_ttl=RESULT_TTL,
+    )
+
+
 def enqueue_recover(redis: Redis, subscription_id: str, since: datetime) -> str:
     job = _queue(redis, MAINTENANCE).enqueue(recover, subscription_id, since.isoformat())
     return str(job.id)
@@ -67,17 +90,25 @@ def enqueue_recover(redis: Redis, subscription_id: str, since: datetime) -> str:
 # --- jobs -----------------------------------------------------------------------------------
 
 
-def _follow_up(results: list[Result]) -> None:
-    redis = context.current().redis
-    for result in results:
+def _follow_up(recorded: Recorded) -> None:
+    """Schedule the retries of a recorded batch, the probes of the circuits it opened (or kept
+    open), and release the deliveries of those it closed."""
+    ctx = context.current()
+    for result in recorded.results:
         if result.retry_in is not None:
-            schedule_delivery(redis, result.delivery_id, result.retry_in)
+            schedule_delivery(ctx.redis, result.delivery_id, result.retry_in)
+    for subscription_id, delay in recorded.circuits.probes.items():
+        schedule_probe(ctx.redis, subscription_id, delay)
+    for subscription_id in recorded.circuits.closed:
+        with ctx.engine.connect() as conn:
+            waiting = store.due_of(conn, subscription_id, utcnow(), RELEASE_LIMIT)
+        enqueue_deliveries(ctx.redis, waiting)
 
 
-def _defer(delivery_ids: list[str], delay: float) -> None:
+def _defer(delays: dict[str, float]) -> None:
     redis = context.current().redis
-    for delivery_id in delivery_ids:
-        schedule_delivery(redis, delivery_id, delay)
+    for subscription_id, delay in delays.items():
+        schedule_wake(redis, subscription_id, delay)
 
 
 def dispatcher() -> Dispatcher:
@@ -88,11 +119,14 @@ def dispatcher() -> Dispatcher:
             _dispatcher = None
         if _dispatcher is None:
             ctx = context.current()
+            # A slot outlives a silent holder (a dead worker) by a little more than an attempt.
+            limits = EndpointLimits(ctx.redis, ctx.settings.request_timeout + 2)
             _dispatcher = Dispatcher(
                 ctx.delivery,
                 ctx.settings.delivery_concurrency,
                 ctx.settings.endpoint_concurrency,
-                on_results=_follow_up,
+                limits,
+                on_recorded=_follow_up,
                 on_defer=_defer,
             )
         return _dispatcher
@@ -122,16 +156,49 @@ def drain() -> int:
     return READY_DELIVERIES.drain(context.current().redis, dispatcher().submit, drain)
 
 
-def sweep() -> dict[str, int]:
-    """The safety net, every minute: re-enqueue deliveries that are due but not queued, and those
-    whose worker died mid-attempt (expired lease)."""
+def wake(subscription_id: str) -> int:
+    """Claim the due deliveries of an endpoint that had no free slot; returns how many."""
     ctx = context.current()
-    lost = store.lost(ctx.engine, utcnow(), timedelta(seconds=ctx.settings.requeue_after))
+    ctx.redis.delete(f"apex:endpoint:{subscription_id}:wake")  # a later give-back wakes again
+    current = dispatcher()
+    batch = current.wake_batch()
+    with ctx.engine.connect() as conn:
+        ids = store.due_of(conn, subscription_id, utcnow(), batch)
+    if len(ids) == batch:  # more may wait: another wake-up once these had their turn
+        schedule_wake(ctx.redis, subscription_id, DEFER)
+    return current.submit(ids)
+
+
+def probe(subscription_id: str) -> int:
+    """Send one delivery to an endpoint whose circuit is open, if its probe is due and no other
+    worker sends it: the oldest due delivery. Returns 1 if one was sent."""
+    ctx = context.current()
+    now = utcnow()
+    with ctx.engine.begin() as conn:
+        if not circuit.take_probe(conn, subscription_id, now, ctx.delivery.lease):
+            return 0
+        ids = store.due_of(conn, subscription_id, now, 1)
+    return dispatcher().submit(ids, probe=True)
+
+
+def sweep() -> dict[str, int]:
+    """The safety net, every sweep interval: re-enqueue deliveries that are due but not queued,
+    and those whose worker died mid-attempt (expired lease); restart a drain that died; probe
+    open circuits whose probe job went missing."""
+    ctx = context.current()
+    now = utcnow()
+    lost = store.lost(ctx.engine, now, timedelta(seconds=ctx.settings.requeue_after))
     enqueue_deliveries(ctx.redis, lost)
+    restarted = READY_DELIVERIES.restart(ctx.redis, drain)
+    with ctx.engine.connect() as conn:
+        probes = circuit.probes_due(conn, now)
+    for subscription_id in probes:
+        _queue(ctx.redis, DELIVERIES).enqueue(probe, subscription_id, result_ttl=RESULT_TTL)
     metrics.record_recoveries("deliveries", len(lost))
-    if lost:
-        log.info("sweep: re-enqueued %d deliveries", len(lost))
-    return {"deliveries": len(lost)}
+    if lost or restarted or probes:
+        log.info("sweep: re-enqueued %d deliveries, restarted %d drains, probes %d",
+                 len(lost), restarted, len(probes))  # fmt: skip
+    return {"deliveries": len(lost), "drains": restarted, "probes": len(probes)}
 
 
 def recover(subscription_id: str, since: str) -> int:

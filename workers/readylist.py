@@ -7,6 +7,10 @@ the drain in charge, which renews it while it works and, at the end of its slice
 the one job it enqueues to go on. Other drains (helpers asked for by a long list, or one started
 because the flag looked abandoned) run one slice and end.
 
+A drain that dies (its worker killed, or its job failing) stops renewing the flag; within
+STALE_AFTER seconds the next push, or the next sweep (restart), starts another. A job that fails
+hands the flag on to a successor before it ends.
+
 The database stays the truth: ids lost with Redis are found again by the sweepers."""
 
 from __future__ import annotations
@@ -16,15 +20,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import cast
 
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, get_current_job
 
-FLAG_TTL = 30  # a drain job that died lets another start after this many seconds
-STALE_FLAG_TTL = FLAG_TTL - 15  # a flag not renewed for 15 s lets a push start another drain
-HEARTBEAT = 5.0  # seconds between two renewals of the flag by the drain in charge
+FLAG_TTL = 30  # a flag nobody renews nor takes over vanishes after this many seconds
+HEARTBEAT = 1.0  # seconds between two renewals of the flag by the drain in charge
+STALE_AFTER = 3  # a flag not renewed for this many seconds belongs to a dead drain
+STALE_FLAG_TTL = FLAG_TTL - STALE_AFTER  # a flag's TTL below this: taken over by a push
+RESTART_DELAY = 1.0  # seconds before the successor of a failed drain job runs
 SLICE = 5.0  # seconds a drain job runs before yielding its worker to other queues
 RESULT_TTL = 60
 JOB_TIMEOUT = 600  # a drain job runs SLICE seconds, but may wait for busy delivery slots
@@ -94,6 +101,19 @@ class ReadyList:
             self._enqueue(redis, drain_job, token)
         return len(items)
 
+    def restart(self, redis: Redis, drain_job: Callable[[], int]) -> int:
+        """Start a drain if ids wait and none is in charge (its flag gone or stale); the
+        sweeper's call, for a list no push comes to. Returns 1 if it started one."""
+        if not redis.llen(self.key):
+            return 0
+        token = _new_token()
+        started = redis.set(self._draining, token, nx=True, ex=FLAG_TTL)
+        if not started and redis.ttl(self._draining) < STALE_FLAG_TTL:
+            started = redis.set(self._draining, token, ex=FLAG_TTL)
+        if started:
+            self._enqueue(redis, drain_job, token)
+        return 1 if started else 0
+
     def drain(
         self,
         redis: Redis,
@@ -115,9 +135,29 @@ class ReadyList:
         heartbeat.start()
         try:
             return self._drain(redis, handle, drain_job, token)
+        except Exception:
+            self._hand_on(redis, drain_job, token)
+            raise
         finally:
             stop.set()
             heartbeat.join()
+
+    def _hand_on(self, redis: Redis, drain_job: Callable[[], int], token: str) -> None:
+        """This drain failed (e.g. its database went away for a moment): if it was in charge,
+        a successor goes on shortly, rather than the list waiting for the flag to go stale."""
+        try:
+            if self._holds(redis, token):
+                successor = _new_token()
+                redis.set(self._draining, successor, ex=FLAG_TTL)
+                Queue(self.queue, connection=redis).enqueue_in(
+                    timedelta(seconds=RESTART_DELAY),
+                    drain_job,
+                    job_id=successor,
+                    result_ttl=RESULT_TTL,
+                    job_timeout=JOB_TIMEOUT,
+                )
+        except RedisError:
+            pass  # Redis is away too: the flag goes stale and the next push or sweep restarts
 
     def _drain(
         self,

@@ -49,6 +49,7 @@ def _computed(rt: Runtime) -> Iterator[Metric]:
     try:
         counts = metrics.subscription_counts(rt.engine)
         by_status = metrics.delivery_counts(rt.engine)
+        circuits = metrics.circuit_counts(rt.engine)
     except SQLAlchemyError as exc:
         log.warning("metrics: database gauges left out, database down (%s)", type(exc).__name__)
     else:
@@ -63,6 +64,12 @@ def _computed(rt: Runtime) -> Iterator[Metric]:
             "Deliveries by status, from the database (all hosts).",
             "status",
             by_status,
+        )
+        yield metrics.gauge(
+            "apex_endpoint_circuits",
+            "Subscriptions by their endpoint's circuit: closed, or open (only probes are sent).",
+            "state",
+            circuits,
         )
 
 

@@ -77,6 +77,38 @@ def _check_secret(value: str) -> None:
         raise ValidationError(str(exc)) from None
 
 
+def _rate_limit() -> fields.Integer:
+    return fields.Integer(
+        strict=True,
+        allow_none=True,
+        data_key="rateLimit",
+        validate=validate.Range(min=1, max=10_000),
+        metadata={"description": "Requests per second to this endpoint over all workers; "
+                  "null: unlimited (like Svix's throttleRate)."},
+    )  # fmt: skip
+
+
+def _concurrency() -> fields.Integer:
+    return fields.Integer(
+        strict=True,
+        allow_none=True,
+        validate=validate.Range(min=1, max=1000),
+        metadata={"description": "Requests in flight to this endpoint over all workers, at most "
+                  "APEX_ENDPOINT_CONCURRENCY; null: that default. 1 sends one at a time, oldest "
+                  "due first (see the README on ordering)."},
+    )  # fmt: skip
+
+
+class HealthSchema(Schema):
+    """The endpoint's circuit (apex.delivery.circuit)."""
+
+    circuit = fields.String(data_key="state", metadata={"enum": ["closed", "open"]})
+    circuit_since = Timestamp(data_key="since", allow_none=True)
+    circuit_reason = fields.String(data_key="reason", allow_none=True)
+    unreachable_count = fields.Integer(data_key="consecutiveFailures")
+    probe_at = Timestamp(data_key="nextProbeAt", allow_none=True)
+
+
 class SubscriptionSchema(Schema):
     id = fields.String(metadata={"example": "wh_2x9Yd"})
     url = fields.String(metadata={"example": "https://example.com/hooks/apex"})
@@ -86,6 +118,9 @@ class SubscriptionSchema(Schema):
     disabled_reason = fields.String(data_key="disabledReason", allow_none=True)
     created_at = Timestamp(data_key="createdAt")
     updated_at = Timestamp(data_key="updatedAt")
+    rate_limit = fields.Integer(data_key="rateLimit", allow_none=True)
+    concurrency = fields.Integer(allow_none=True)
+    health = fields.Nested(HealthSchema)
 
 
 class SubscriptionWithSecretSchema(SubscriptionSchema):
@@ -102,6 +137,8 @@ class SubscriptionCreateSchema(Schema):
     )
     secret = fields.String(validate=_check_secret, metadata=SECRET_DOC)
     description = Text(validate=validate.Length(max=500))
+    rate_limit = _rate_limit()
+    concurrency = _concurrency()
 
 
 class SubscriptionUpdateSchema(Schema):
@@ -111,11 +148,16 @@ class SubscriptionUpdateSchema(Schema):
     )
     description = Text(validate=validate.Length(max=500))
     status = fields.String(validate=validate.OneOf(["active", "paused"]))
+    rate_limit = _rate_limit()
+    concurrency = _concurrency()
 
     @validates_schema
     def validate_not_empty(self, data: dict[str, Any], **_: Any) -> None:
         if not data:
-            raise ValidationError("name at least one of url, events, description, status", "_body")
+            raise ValidationError(
+                "name at least one of url, events, description, status, rateLimit, concurrency",
+                "_body",
+            )
 
 
 class SubscriptionIdSchema(Schema):

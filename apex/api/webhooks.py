@@ -67,6 +67,8 @@ def create_webhook(body: dict[str, Any]) -> dict[str, Any]:
         events=body["events"],
         secret=body.get("secret"),
         description=body.get("description", ""),
+        rate_limit=body.get("rate_limit"),
+        concurrency=body.get("concurrency"),
     )
     return {**sub.__dict__, "secret": secret}
 
@@ -90,7 +92,8 @@ def get_webhook(sub_id: str) -> subscriptions.Subscription:
 @blp.arguments(SubscriptionUpdateSchema)
 @blp.response(200, SubscriptionSchema)
 def update_webhook(body: dict[str, Any], sub_id: str) -> subscriptions.Subscription:
-    """Change url, events, description, or pause/resume (status active|paused)."""
+    """Change url, events, description, limits (rateLimit, concurrency; null clears one), or
+    pause/resume (status active|paused)."""
     return subscriptions.update(runtime().engine, sub_id, body)
 
 

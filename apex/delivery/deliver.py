@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from apex import metrics, subscriptions
 from apex.db import utcnow
-from apex.delivery import store
+from apex.delivery import circuit, store
 from apex.delivery.attempt import Outcome, attempt
 from apex.delivery.backoff import Decision, decide
 from apex.delivery.destinations import Policy, check
@@ -43,6 +43,7 @@ class DeliveryContext:
     # turning APEX_ALLOW_HTTP off or narrowing the ports applies to existing subscriptions. None
     # leaves only the transport's check of resolved addresses (ssrf.PinnedAdapter).
     destinations: Policy | None = None
+    circuit: circuit.Rules = field(default_factory=circuit.Rules)
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,20 @@ class Result:
     retry_in: float | None = None
 
 
-def claim(ctx: DeliveryContext, delivery_ids: list[str]) -> list[Ready]:
-    """Lease the due deliveries among `delivery_ids`; deliveries of paused or disabled
-    subscriptions are marked skipped instead. Returns those to send now."""
+@dataclass(frozen=True)
+class Recorded:
+    """A recorded batch: each attempt's Result, and what it changed of endpoints' circuits."""
+
+    results: list[Result]
+    circuits: circuit.Changes
+
+
+def claim(ctx: DeliveryContext, delivery_ids: list[str], probe: bool = False) -> list[Ready]:
+    """Lease the due deliveries among `delivery_ids` (a `probe` whatever its endpoint's
+    circuit); deliveries of paused or disabled subscriptions are marked skipped instead.
+    Returns those to send now."""
     with ctx.engine.begin() as conn:
-        claimed = store.claim(conn, delivery_ids, ctx.clock(), ctx.lease)
+        claimed = store.claim(conn, delivery_ids, ctx.clock(), ctx.lease, probe)
         inactive = [c for c in claimed if c.subscription_status != "active"]
         if inactive:
             store.skip(conn, inactive, ctx.clock())
@@ -119,10 +129,14 @@ def send(ctx: DeliveryContext, ready: Ready) -> Attempted:
     return Attempted(ready, now, outcome, decision)
 
 
-def record(ctx: DeliveryContext, done: list[Attempted]) -> list[Result]:
-    """Store a batch of attempts and their decisions in one transaction."""
+def record(ctx: DeliveryContext, done: list[Attempted]) -> Recorded:
+    """Store a batch of attempts, their decisions and their endpoints' health in one
+    transaction."""
     finished = [store.Finished(a.ready.claimed, a.outcome, a.decision, a.at) for a in done]
+    tried = [circuit.Tried(a.ready.claimed.subscription_id, a.at, a.outcome) for a in done]
     with ctx.engine.begin() as conn:
+        # The circuits first: they lock the subscriptions' rows in id order.
+        changes = circuit.apply(conn, tried, ctx.circuit, ctx.clock())
         statuses = store.record(conn, finished, ctx.disable_after)
     results = [
         Result(
@@ -148,7 +162,12 @@ def record(ctx: DeliveryContext, done: list[Attempted]) -> list[Result]:
         metrics.record_delivery(
             r.status, a.outcome.duration_ms / 1000, c.event_created_at, finished_at
         )
-    return results
+    for sub_id in changes.closed:
+        log.info("endpoint %s answers again: circuit closed", sub_id)
+    for sub_id, delay in changes.probes.items():
+        log.warning("endpoint %s unreachable: circuit open, next probe in %.0f s", sub_id, delay)
+    metrics.record_circuits(len(changes.closed), len(changes.probes))
+    return Recorded(results, changes)
 
 
 def renew(ctx: DeliveryContext, ready: Ready) -> Ready | None:

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from apex.delivery import circuit
 from apex.delivery.attempt import Outcome
 from apex.delivery.backoff import Decision
 from apex.errors import NotFoundError
@@ -35,22 +36,35 @@ class Claimed:
     attempts: int
     failing_since: datetime | None
     lease_until: datetime  # the lease we hold: recording checks it is still ours
+    concurrency: int | None  # the subscription's own limits (None: the defaults)
+    rate_limit: int | None
 
 
-def claim(
-    conn: Connection, delivery_ids: list[str], now: datetime, lease: timedelta
-) -> list[Claimed]:
-    """Take the lease on each due pending delivery, or one whose lease expired, among `ids`.
-
-    Ids that are not ours to attempt (delivered, cancelled, not yet due, or leased by another
-    worker) are left out: a duplicate job is a no-op.
-    """
-    if not delivery_ids:
-        return []
-    claimable = sa.or_(
+def _claimable(now: datetime) -> sa.ColumnElement[bool]:
+    """Due pending deliveries, and in-flight ones whose lease expired (their worker died)."""
+    return sa.or_(
         sa.and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now + EARLY),
         sa.and_(deliveries.c.status == "in_flight", deliveries.c.lease_until < now),
     )
+
+
+def _reachable() -> sa.ColumnElement[bool]:
+    """Deliveries whose endpoint's circuit is closed (see apex.delivery.circuit)."""
+    return deliveries.c.subscription_id.not_in(circuit.open_ids().scalar_subquery())
+
+
+def claim(
+    conn: Connection, delivery_ids: list[str], now: datetime, lease: timedelta, probe: bool = False
+) -> list[Claimed]:
+    """Take the lease on each due pending delivery, or one whose lease expired, among `ids`.
+
+    Ids that are not ours to attempt (delivered, cancelled, not yet due, leased by another
+    worker, or waiting for an endpoint whose circuit is open) are left out: a duplicate job is
+    a no-op. A `probe` is claimed whatever the circuit.
+    """
+    if not delivery_ids:
+        return []
+    claimable = _claimable(now) if probe else sa.and_(_claimable(now), _reachable())
     taken = list(
         conn.execute(
             deliveries.update()
@@ -74,10 +88,13 @@ def claim(
             deliveries.c.attempts,
             subscriptions.c.failing_since,
             deliveries.c.lease_until,
+            subscriptions.c.concurrency,
+            subscriptions.c.rate_limit,
         )
         .join(events, events.c.id == deliveries.c.event_id)
         .join(subscriptions, subscriptions.c.id == deliveries.c.subscription_id)
         .where(deliveries.c.id.in_(taken))
+        .order_by(deliveries.c.created_at, deliveries.c.id)  # oldest first (concurrency: 1)
     ).all()
     return [Claimed(**row._mapping) for row in rows]
 
@@ -231,9 +248,22 @@ def release(conn: Connection, delivery_ids: list[str], now: datetime, delay: tim
     )  # fmt: skip
 
 
+def due_of(conn: Connection, subscription_id: str, now: datetime, limit: int) -> list[str]:
+    """Up to `limit` deliveries of one subscription that may be claimed now, oldest first."""
+    return list(
+        conn.execute(
+            sa.select(deliveries.c.id)
+            .where(deliveries.c.subscription_id == subscription_id, _claimable(now))
+            .order_by(deliveries.c.created_at, deliveries.c.id)
+            .limit(limit)
+        ).scalars()
+    )
+
+
 def lost(engine: Engine, now: datetime, requeue_after: timedelta, limit: int = 5000) -> list[str]:
     """Deliveries the queue seems to have lost: due, pending, and not enqueued for
-    `requeue_after`; or in flight with an expired lease (the worker died). Marks them enqueued."""
+    `requeue_after`; or in flight with an expired lease (the worker died). Marks them enqueued.
+    Deliveries waiting for an open circuit are not lost: its probes release them."""
     stale = now - requeue_after
     with engine.begin() as conn:
         ids = list(
@@ -250,7 +280,8 @@ def lost(engine: Engine, now: datetime, requeue_after: timedelta, limit: int = 5
                             ),
                         ),
                         sa.and_(deliveries.c.status == "in_flight", deliveries.c.lease_until < now),
-                    )
+                    ),
+                    _reachable(),
                 )
                 .order_by(deliveries.c.next_attempt_at)
                 .limit(limit)

@@ -88,7 +88,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
 def settings(settings: Settings) -> Settings:
     """Short timings so retries, leases and sweeps happen within a test."""
     return replace(
-        settings, lease_seconds=3, requeue_after=2, sweep_interval=2, request_timeout=3.0
+        settings, lease_seconds=8, requeue_after=2, sweep_interval=2, request_timeout=3.0
     )
 
 
