@@ -153,3 +153,43 @@ def test_a_pop_sent_again_after_its_reply_was_lost_answers_the_same_ids(
     again = READY._take(redis_conn, "pop-1")  # redis-py's retry of the same command
     assert first == again == [str(n).encode() for n in range(10)]
     assert redis_conn.llen(READY.key) == 15  # one batch taken, not two
+
+
+# --- a drain that died --------------------------------------------------------------------------
+
+
+def test_the_sweeper_restarts_a_drain_for_ids_no_push_comes_to(redis_conn: Redis) -> None:
+    redis_conn.rpush(READY.key, "a", "b")  # left by a drain whose worker was killed
+    redis_conn.set(FLAG, "the-dead-drain", ex=FLAG_TTL)
+    assert READY.restart(redis_conn, drain_job) == 0  # renewed just now: it may be alive
+    redis_conn.expire(FLAG, STALE_FLAG_TTL - 1)  # not renewed for STALE_AFTER seconds
+    assert READY.restart(redis_conn, drain_job) == 1
+    [job] = Queue(READY.queue, connection=redis_conn).get_jobs()
+    assert redis_conn.get(FLAG) == job.id.encode()
+    run_one_job(redis_conn)
+    assert redis_conn.llen(READY.key) == 0
+    assert READY.restart(redis_conn, drain_job) == 0  # nothing waits: nothing to start
+
+
+def failing_handle(ids: list[str]) -> int:
+    raise RuntimeError("the database went away")
+
+
+def failing_drain_job() -> int:
+    job = get_current_job()
+    assert job is not None
+    return READY.drain(job.connection, failing_handle, drain_job)
+
+
+def test_a_drain_job_that_fails_hands_the_flag_to_a_successor_that_goes_on(
+    redis_conn: Redis,
+) -> None:
+    READY.push(redis_conn, ["a", "b"], failing_drain_job)
+    [failed] = Queue(READY.queue, connection=redis_conn).get_jobs()
+    run_one_job(redis_conn)
+    held = redis_conn.get(FLAG)
+    assert held is not None and held != failed.id.encode()  # a successor is in charge
+    assert redis_conn.ttl(FLAG) > STALE_FLAG_TTL
+    scheduled = Queue(READY.queue, connection=redis_conn).scheduled_job_registry
+    assert scheduled.get_job_ids() == [held.decode()]  # due in RESTART_DELAY seconds
+    assert redis_conn.lrange(READY.key, 0, -1) == []  # its batch is the database's to find

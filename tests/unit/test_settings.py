@@ -99,3 +99,20 @@ def test_auth_failure_limit_defaults_to_20_and_0_turns_it_off() -> None:
     assert (
         load_settings({**BASE, "APEX_AUTH_FAILURES_PER_MINUTE": "5"}).auth_failures_per_minute == 5
     )
+
+
+@pytest.mark.parametrize(("lease", "timeout"), [("29", "15"), ("3", "3"), ("10", "4.5")])
+def test_a_lease_an_attempt_could_outlive_stops_the_boot_naming_both(
+    lease: str, timeout: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({**BASE, "APEX_LEASE_SECONDS": lease, "APEX_REQUEST_TIMEOUT": timeout})
+    message = str(raised.value)
+    assert message.startswith(f"APEX_LEASE_SECONDS ({lease}) must be at least ")
+    assert f"APEX_REQUEST_TIMEOUT ({float(timeout):g})" in message and "\n" not in message
+
+
+def test_a_lease_of_twice_the_timeout_plus_a_second_is_accepted() -> None:
+    s = load_settings({**BASE, "APEX_LEASE_SECONDS": "32", "APEX_REQUEST_TIMEOUT": "15"})
+    assert (s.lease_seconds, s.request_timeout) == (32, 15.0)
+    assert (s.circuit_failures, s.circuit_probe) == (5, 10)
