@@ -5,6 +5,7 @@ stopping worker exits in time."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -154,7 +155,20 @@ def test_a_lookup_that_never_answers_is_bounded_by_the_connect_timeout() -> None
     assert elapsed < 1.5
 
 
-@pytest.mark.parametrize("given_by", ["APEX_CA_BUNDLE", "SSL_CERT_FILE", None])
+def hashed_folder(ca_file: Path, folder: Path) -> Path:
+    """An OpenSSL CA folder (c_rehash's layout: <subject hash>.0) holding `ca_file`."""
+    subject_hash = subprocess.run(
+        ["openssl", "x509", "-hash", "-noout", "-in", str(ca_file)],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    folder.mkdir()
+    (folder / f"{subject_hash}.0").write_bytes(ca_file.read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize(
+    "given_by", ["APEX_CA_BUNDLE", "APEX_CA_BUNDLE folder", "SSL_CERT_FILE", None]
+)
 def test_https_receiver_on_a_private_ca(
     client: FlaskClient,
     auth: dict[str, str],
@@ -170,7 +184,9 @@ def test_https_receiver_on_a_private_ca(
         sub = subscribe(client, auth, receiver.url, ["lead.created"])
         assert receiver.url.startswith("https://127.0.0.1:")
         env = {name: "" for name in ("APEX_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")}
-        if given_by:
+        if given_by == "APEX_CA_BUNDLE folder":
+            env["APEX_CA_BUNDLE"] = str(hashed_folder(pki.ca_file, tmp_path / "roots"))
+        elif given_by:
             env[given_by] = str(pki.ca_file)
         processes(**env)
         publish(client, auth, "lead.created")
