@@ -58,6 +58,8 @@ class Settings:
     )  # APEX_INBOUND_RETRY_SCHEDULE
     requeue_after: int = 60  # APEX_REQUEUE_AFTER, seconds a due job may sit before the sweeper
     sweep_interval: int = 60  # APEX_SWEEP_INTERVAL, seconds between sweeps
+    retention_days: int = 30  # APEX_RETENTION_DAYS: finished deliveries, events, inbound payloads
+    failed_retention_days: int = 90  # APEX_FAILED_RETENTION_DAYS: failed deliveries (recoverable)
     max_inbound_body: int = 1024 * 1024  # APEX_MAX_INBOUND_BODY, bytes
     client_timeout: float = 10.0  # APEX_CLIENT_TIMEOUT, seconds to receive a request in full
     web_concurrency: int = 2  # WEB_CONCURRENCY, gunicorn worker processes
@@ -267,6 +269,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         requeue_after=get("APEX_REQUEUE_AFTER", _positive_int, 60),
         sweep_interval=get("APEX_SWEEP_INTERVAL", _positive_int, 60),
+        retention_days=get("APEX_RETENTION_DAYS", _positive_int, 30),
+        failed_retention_days=get("APEX_FAILED_RETENTION_DAYS", _positive_int, 90),
         max_inbound_body=get("APEX_MAX_INBOUND_BODY", _positive_int, 1024 * 1024),
         client_timeout=get("APEX_CLIENT_TIMEOUT", _positive_float, 10.0),
         web_concurrency=get("WEB_CONCURRENCY", _positive_int, 2),

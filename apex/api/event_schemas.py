@@ -88,7 +88,11 @@ class DeliveryPageSchema(Schema):
 
 
 class DeliveryQuerySchema(Schema):
-    status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
+    status = fields.String(
+        validate=validate.OneOf([*DELIVERY_STATUSES, "retrying"]),
+        metadata={"description": "a delivery status, or `retrying`: pending after at least one "
+                  "failed attempt (what a failing endpoint's deliveries are until they give up)"},
+    )  # fmt: skip
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=250))
     cursor = Text(validate=validate.Length(min=1, max=64))
 

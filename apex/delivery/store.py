@@ -345,13 +345,16 @@ def recoverable(engine: Engine, subscription_id: str, since: datetime) -> list[s
 def page(
     engine: Engine, subscription_id: str, status: str | None, limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Deliveries of a subscription, newest first, each with its attempts; and the next cursor."""
+    """Deliveries of a subscription, newest first, each with its attempts; and the next cursor.
+    `status` is a delivery status, or `retrying` (pending after at least one attempt)."""
     query = (
         sa.select(deliveries, events.c.type.label("event_type"))
         .join(events, events.c.id == deliveries.c.event_id)
         .where(deliveries.c.subscription_id == subscription_id)
     )
-    if status:
+    if status == "retrying":  # pending again after failed attempts
+        query = query.where(deliveries.c.status == "pending", deliveries.c.attempts > 0)
+    elif status:
         query = query.where(deliveries.c.status == status)
     with engine.connect() as conn:
         query = newest_first(conn, query, deliveries.c.created_at, deliveries.c.id, limit, cursor)

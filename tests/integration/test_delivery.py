@@ -389,3 +389,24 @@ def test_switching_http_off_refuses_the_next_attempt_of_an_http_subscription(
     assert attempt["error"].startswith("destination_refused: "), attempt
     assert "APEX_ALLOW_HTTP=1" in attempt["error"]
     assert receiver.requests == []
+
+
+def test_deliveries_still_retrying_are_listed_under_retrying(
+    client: FlaskClient, auth: dict[str, str], httpserver: HTTPServer, processes: Callable[..., Any]
+) -> None:
+    # A newcomer looked for a failing endpoint's deliveries under status=failed, where they
+    # appear only once their retries run out; `retrying` lists them meanwhile.
+    failing = Receiver(httpserver, "/failing", [Response("no", status=500)] * 10)
+    sub = subscribe(client, auth, failing.url, ["lead.created"])["id"]
+    event = publish(client, auth, "lead.created")
+
+    def listed(status: str) -> list[Any]:
+        reply = client.get(f"/api/webhooks/{sub}/deliveries?status={status}", headers=auth)
+        assert reply.status_code == 200
+        return list(reply.json["data"])
+
+    assert listed("retrying") == [] and len(listed("pending")) == 1  # not tried yet
+    processes()
+    retrying = wait_for(lambda: listed("retrying"))
+    assert retrying[0]["eventId"] == event["id"] and retrying[0]["lastStatusCode"] == 500
+    assert listed("failed") == []
