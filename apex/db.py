@@ -12,6 +12,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from config.settings import DEFAULT_DB_MAX_OVERFLOW, DEFAULT_DB_POOL_SIZE
+
 CONNECT_TIMEOUT = 5  # seconds to reach PostgreSQL
 
 
@@ -49,9 +51,14 @@ def unreachable(exc: BaseException) -> bool:
     return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SERVER_GONE
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(
+    url: str, pool_size: int = DEFAULT_DB_POOL_SIZE, max_overflow: int = DEFAULT_DB_MAX_OVERFLOW
+) -> Engine:
     """Create an engine for `url`. For SQLite, creates the parent folder and sets WAL mode and a
     busy timeout so web, worker and scheduler processes share one file without 'database is locked'.
+    For PostgreSQL, the process keeps up to `pool_size` connections open and opens up to
+    `max_overflow` more under load (APEX_DB_POOL_SIZE, APEX_DB_MAX_OVERFLOW): at most their sum
+    per process, which the database's connection limit must cover for every process.
     """
     if url.startswith("sqlite"):
         database = sa.engine.make_url(url).database
@@ -71,8 +78,8 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=10,
-        max_overflow=20,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_timeout=10,
         connect_args={"connect_timeout": CONNECT_TIMEOUT},
         hide_parameters=True,

@@ -8,12 +8,14 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 T = TypeVar("T")
 
 DEFAULT_DATABASE_URL = "sqlite:///var/apex.db"
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+DEFAULT_DB_POOL_SIZE = 10  # per process; see the README's sizing table
+DEFAULT_DB_MAX_OVERFLOW = 20
 MIN_API_KEY_LENGTH = 24  # a configured key shorter than this is refused unless APEX_ALLOW_WEAK_KEYS
 
 
@@ -23,9 +25,18 @@ class SettingsError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str  # REDIS_URL, required
-    secret_key: str = field(repr=False)  # APEX_SECRET_KEY, required: a Fernet key
+    # REDIS_URL, required; a rediss:// one carries APEX_REDIS_TLS_VERIFY / APEX_REDIS_CA_FILE
+    # as redis-py URL options, so every client made from it (web, worker, scheduler, the
+    # dashboard) connects alike
+    redis_url: str
+    # APEX_SECRET_KEY, required: Fernet keys, comma-separated while rotating (the first seals,
+    # every one opens)
+    secret_key: str = field(repr=False)
     database_url: str = DEFAULT_DATABASE_URL  # DATABASE_URL
+    db_pool_size: int = DEFAULT_DB_POOL_SIZE  # APEX_DB_POOL_SIZE, PostgreSQL connections kept
+    db_max_overflow: int = DEFAULT_DB_MAX_OVERFLOW  # APEX_DB_MAX_OVERFLOW, opened past the pool
+    redis_tls_verify: bool = True  # APEX_REDIS_TLS_VERIFY: verify a rediss:// certificate
+    redis_ca_file: str | None = None  # APEX_REDIS_CA_FILE: the CA to verify it with
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # APEX_API_KEYS, comma-separated
     allow_weak_keys: bool = False  # APEX_ALLOW_WEAK_KEYS: accept API keys under 24 characters
     auth_failures_per_minute: int = 20  # APEX_AUTH_FAILURES_PER_MINUTE per client address, 0: off
@@ -158,16 +169,43 @@ def _strong_keys(value: str) -> tuple[str, ...]:
     return keys
 
 
-def _fernet_key(value: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(value.encode())
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        raise ValueError(
-            "expected a Fernet key (32 url-safe base64 bytes); make one with `make key`"
-        )
-    return value
+def _fernet_keys(value: str) -> str:
+    """One Fernet key, or several comma-separated while rotating (the first seals). The
+    message counts keys, never shows one."""
+    keys = _csv(value)
+    for position, key in enumerate(keys, start=1):
+        try:
+            raw = base64.urlsafe_b64decode(key.encode())
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            which = f"key {position} of {len(keys)} is not" if len(keys) > 1 else "expected"
+            raise ValueError(
+                f"{which} a Fernet key (32 url-safe base64 bytes); make one with `make key`"
+            )
+    if not keys:
+        raise ValueError("expected a Fernet key (32 url-safe base64 bytes)")
+    return ",".join(keys)
+
+
+def _redis_url(value: str, verify: bool, ca_file: str | None) -> str:
+    """REDIS_URL with the TLS settings as redis-py URL options (rediss:// only; options the URL
+    already names win)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    if parts.scheme != "rediss":
+        return value
+    named = {name for name, _ in parse_qsl(parts.query)}
+    options = []
+    if not verify and "ssl_cert_reqs" not in named:
+        options.append(("ssl_cert_reqs", "none"))
+    if ca_file and verify and "ssl_ca_certs" not in named:
+        options.append(("ssl_ca_certs", ca_file))
+    if not options:
+        return value
+    query = "&".join(filter(None, [parts.query, urlencode(options)]))
+    return urlunsplit(parts._replace(query=query))
 
 
 def _database_url(value: str) -> str:
@@ -230,11 +268,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         return parse_value(name, raw, parse)
 
     allow_weak_keys = get("APEX_ALLOW_WEAK_KEYS", _flag, False)
+    redis_tls_verify = get("APEX_REDIS_TLS_VERIFY", _flag, True)
+    redis_ca_file = get("APEX_REDIS_CA_FILE", _existing_path, None)
     api_keys: tuple[str, ...] = get("APEX_API_KEYS", _csv if allow_weak_keys else _strong_keys, ())
     settings = Settings(
-        redis_url=required("REDIS_URL", str),
-        secret_key=required("APEX_SECRET_KEY", _fernet_key),
+        redis_url=required("REDIS_URL", lambda v: _redis_url(v, redis_tls_verify, redis_ca_file)),
+        secret_key=required("APEX_SECRET_KEY", _fernet_keys),
         database_url=get("DATABASE_URL", _database_url, DEFAULT_DATABASE_URL),
+        db_pool_size=get("APEX_DB_POOL_SIZE", _positive_int, DEFAULT_DB_POOL_SIZE),
+        db_max_overflow=get("APEX_DB_MAX_OVERFLOW", _non_negative_int, DEFAULT_DB_MAX_OVERFLOW),
+        redis_tls_verify=redis_tls_verify,
+        redis_ca_file=redis_ca_file,
         api_keys=api_keys,
         allow_weak_keys=allow_weak_keys,
         auth_failures_per_minute=get("APEX_AUTH_FAILURES_PER_MINUTE", _non_negative_int, 20),

@@ -18,6 +18,7 @@ from apex.delivery.deliver import DeliveryContext
 from apex.delivery.destinations import Policy
 from apex.delivery.ssrf import new_session
 from apex.pipeline.enrich import Enricher, build_enricher
+from apex.redischeck import check_at_boot
 from apex.secretbox import SecretBox
 from config import Settings, load_settings
 
@@ -28,13 +29,17 @@ from config import Settings, load_settings
 SOCKET_TIMEOUT = 15
 
 
-def redis_client(url: str) -> Redis:
-    """A Redis client for a background process: each command rides out a blip of a few seconds
+def redis_client(url: str, process: str = "worker") -> Redis:
+    """A Redis client for a background process, once Redis is checked fit (apex.redischeck: a
+    certificate that does not verify, refused credentials or an evicting maxmemory-policy stop
+    the boot with one line, "<process>: …"; an unreachable Redis is only logged, and waited out
+    like any outage). Each command rides out a blip of a few seconds
     (a refused or dropped connection: it reconnects with jittered backoff) before raising;
     longer outages reach the caller, whose loop waits them out (see workers.__main__ and
     workers.scheduled). A command without an answer within SOCKET_TIMEOUT raises TimeoutError
     and is not retried: a Redis that has gone quiet for that long is down, not blipping, and a
     retry would only multiply the time a shutdown waits on it."""
+    check_at_boot(url, process)
     return Redis.from_url(
         url,
         socket_connect_timeout=5,
@@ -63,7 +68,7 @@ _current: WorkerContext | None = None
 
 
 def build(settings: Settings) -> WorkerContext:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings.db_pool_size, settings.db_max_overflow)
     box = SecretBox(settings.secret_key)
     pool = settings.delivery_concurrency
     session = new_session(

@@ -1,8 +1,10 @@
-"""`flask --app app keys create|list|revoke`: manage stored API keys."""
+"""`flask --app app keys create|list|revoke`: manage stored API keys; `flask --app app secrets
+rotate`: re-seal stored signing secrets with the first APEX_SECRET_KEY."""
 
 from __future__ import annotations
 
 import click
+from cryptography.fernet import InvalidToken
 from flask import Flask
 from flask.cli import AppGroup
 
@@ -10,6 +12,7 @@ from apex import apikeys
 from apex.api.fields import isoformat_z
 from apex.api.runtime import runtime
 from apex.errors import ApexError
+from apex.secretbox import reseal_stored
 
 keys = AppGroup("keys", help="Create, list and revoke API keys (only hashes are stored).")
 
@@ -40,5 +43,21 @@ def revoke_key(key_id: str) -> None:
     click.echo(f"Revoked {key_id}")
 
 
+secrets = AppGroup("secrets", help="Signing secrets at rest (sealed with APEX_SECRET_KEY).")
+
+
+@secrets.command("rotate")
+def rotate_secrets() -> None:
+    """Re-seal every stored secret with the first of APEX_SECRET_KEY's keys (set
+    APEX_SECRET_KEY=new,old first; afterwards new alone opens them all)."""
+    rt = runtime()
+    try:
+        count = reseal_stored(rt.engine, rt.box)
+    except InvalidToken as exc:
+        raise click.ClickException(f"{exc}; add the key it was sealed with") from None
+    click.echo(f"Re-sealed {count} stored secrets with the first key; every one opens with it.")
+
+
 def init_cli(app: Flask) -> None:
     app.cli.add_command(keys)
+    app.cli.add_command(secrets)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 
 from apex.secretbox import generate_key
@@ -116,3 +119,56 @@ def test_a_lease_of_twice_the_timeout_plus_a_second_is_accepted() -> None:
     s = load_settings({**BASE, "APEX_LEASE_SECONDS": "32", "APEX_REQUEST_TIMEOUT": "15"})
     assert (s.lease_seconds, s.request_timeout) == (32, 15.0)
     assert (s.circuit_failures, s.circuit_probe) == (5, 10)
+
+
+def test_a_rediss_url_carries_the_tls_settings_as_redis_py_options(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    tls = {**BASE, "REDIS_URL": "rediss://:pw@redis.example.com:6380/0"}
+    assert load_settings(tls).redis_url == "rediss://:pw@redis.example.com:6380/0"
+    unverified = load_settings({**tls, "APEX_REDIS_TLS_VERIFY": "0"})
+    assert unverified.redis_url.endswith("/0?ssl_cert_reqs=none")
+    assert unverified.redis_tls_verify is False
+    with_ca = load_settings({**tls, "APEX_REDIS_CA_FILE": str(ca)})
+    assert parse_qs(urlsplit(with_ca.redis_url).query) == {"ssl_ca_certs": [str(ca)]}
+    assert with_ca.redis_ca_file == str(ca)
+    # A plain redis:// URL, and options the URL names itself, are left as they are.
+    plain = {**BASE, "APEX_REDIS_TLS_VERIFY": "0"}
+    assert load_settings(plain).redis_url == BASE["REDIS_URL"]
+    named = {**tls, "REDIS_URL": tls["REDIS_URL"] + "?ssl_cert_reqs=required"}
+    assert load_settings({**named, "APEX_REDIS_TLS_VERIFY": "0"}).redis_url == named["REDIS_URL"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"APEX_REDIS_TLS_VERIFY": "maybe"}, "APEX_REDIS_TLS_VERIFY"),
+        ({"APEX_REDIS_CA_FILE": "/nonexistent/ca.pem"}, "APEX_REDIS_CA_FILE"),
+        ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL"),
+        ({"APEX_DB_POOL_SIZE": "0"}, "APEX_DB_POOL_SIZE"),
+        ({"APEX_DB_MAX_OVERFLOW": "-1"}, "APEX_DB_MAX_OVERFLOW"),
+        ({"APEX_SECRET_KEY": f"{KEY},not-a-key"}, "APEX_SECRET_KEY"),
+    ],
+)
+def test_bad_managed_service_settings_stop_the_boot_naming_them(
+    overrides: dict[str, str], variable: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({**BASE, **overrides})
+    message = str(raised.value)
+    assert message.startswith(f"{variable} is malformed") and "\n" not in message
+    assert KEY not in message
+
+
+def test_pool_sizes_default_to_10_and_20_and_are_settable() -> None:
+    s = load_settings(BASE)
+    assert (s.db_pool_size, s.db_max_overflow) == (10, 20)
+    s = load_settings({**BASE, "APEX_DB_POOL_SIZE": "3", "APEX_DB_MAX_OVERFLOW": "0"})
+    assert (s.db_pool_size, s.db_max_overflow) == (3, 0)
+
+
+def test_several_secret_keys_are_accepted_while_rotating() -> None:
+    new = generate_key()
+    assert load_settings({**BASE, "APEX_SECRET_KEY": f"{new}, {KEY}"}).secret_key == f"{new},{KEY}"
+    with pytest.raises(SettingsError, match="key 2 of 2 is not a Fernet key"):
+        load_settings({**BASE, "APEX_SECRET_KEY": f"{new},{KEY[:-4]}"})
