@@ -71,6 +71,12 @@ CIRCUITS = Counter(
     ["change"],
 )
 
+RETENTION_PRUNED = Counter(
+    "apex_retention_pruned_rows",
+    "Rows the retention job deleted, by table (attempts, deliveries, events, inbound_events).",
+    ["table"],
+)
+
 # Result.status of a recorded attempt -> the outcome label.
 _DELIVERY_OUTCOMES = {"delivered": "delivered", "pending": "retrying", "failed": "failed"}
 
@@ -103,6 +109,13 @@ def record_recoveries(kind: str, count: int) -> None:
     """Count what a sweep enqueued again."""
     if count:
         SWEEPER_RECOVERIES.labels(kind).inc(count)
+
+
+def record_pruned(counts: Mapping[str, int]) -> None:
+    """Count what a retention pass deleted, per table."""
+    for table, count in counts.items():
+        if count:
+            RETENTION_PRUNED.labels(table).inc(count)
 
 
 DELIVERY_STATUSES = ("pending", "in_flight", "delivered", "failed", "skipped", "cancelled")

@@ -60,6 +60,7 @@ events = sa.Table(
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("data", sa.JSON(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_events_created_at", "created_at"),  # retention
 )
 
 deliveries = sa.Table(
@@ -81,6 +82,7 @@ deliveries = sa.Table(
     sa.Column("delivered_at", UTCDateTime()),
     sa.UniqueConstraint("event_id", "subscription_id", name="uq_deliveries_event_subscription"),
     sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_deliveries_finished", "status", "updated_at"),  # retention
 )
 
 attempts = sa.Table(
@@ -116,6 +118,7 @@ inbound_events = sa.Table(
     sa.Column("processed_at", UTCDateTime()),
     sa.UniqueConstraint("source", "dedupe_key", name="uq_inbound_events_source_dedupe"),
     sa.Index("ix_inbound_events_due", "status", "next_attempt_at"),
+    sa.Index("ix_inbound_events_processed", "status", "processed_at"),  # retention
 )
 
 # Per-source counts of processed records not yet reported by a connector.synced event.

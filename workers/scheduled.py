@@ -27,7 +27,7 @@ from rq_scheduler import Scheduler
 
 from config import Settings, SettingsError, load_settings
 from config.logging import configure_logging
-from workers import inbound, jobs
+from workers import inbound, jobs, retention
 from workers.context import redis_client
 from workers.outage import Outage
 
@@ -40,6 +40,7 @@ def periodic(settings: Settings) -> list[tuple[str, Callable[..., Any], int]]:
         ("apex-periodic-sweep", jobs.sweep, settings.sweep_interval),
         ("apex-periodic-sweep-inbound", inbound.sweep_inbound, settings.sweep_interval),
         ("apex-periodic-connectors", inbound.flush_connectors, settings.connector_sync_interval),
+        ("apex-periodic-retention", retention.prune, retention.INTERVAL),
     ]
 
 
