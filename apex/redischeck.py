@@ -73,7 +73,10 @@ def _policy(redis: Redis) -> str | None:
     except ResponseError:  # CONFIG renamed or disabled
         found = None
     if found is None:
-        found = redis.info("memory").get("maxmemory_policy")
+        try:
+            found = redis.info("memory").get("maxmemory_policy")
+        except ResponseError:  # INFO renamed or disabled too
+            return None
     return None if found is None else str(found)
 
 
