@@ -14,6 +14,7 @@ from apex.api import (
     jobs,
     leads,
     metrics,
+    portal,
     webhooks,
 )
 from apex.api.auth import authenticate_first
@@ -23,6 +24,7 @@ from apex.api.errors import ErrorSchema, register_error_handlers
 from apex.api.headers import init_security_headers
 from apex.api.requestlog import init_request_log
 from apex.api.throttle import init_throttle
+from apex.console import init_console
 from apex.errors import BadRequestError
 
 BLUEPRINTS = [
@@ -35,6 +37,7 @@ BLUEPRINTS = [
     leads.attribution_blp,
     leads.goals_blp,
     jobs.blp,
+    portal.blp,
 ]
 
 
@@ -80,6 +83,7 @@ def init_api(app: Flask) -> None:
     app.register_blueprint(docs.bp)
     app.register_blueprint(metrics.bp)
     init_dashboard(app)
+    init_console(app)
     app.before_request(authenticate_first)  # a missing key is 401 before the body is judged
     app.before_request(_require_json_body)
     register_error_handlers(app)  # after Api(), so ours replace flask-smorest's

@@ -7,6 +7,10 @@ a script that a page's own scripts later write into the DOM (an injected `<scrip
 rq-dashboard's) autoescape what they interpolate. rq-dashboard also needs 'unsafe-eval' (its row
 templates are compiled by underscore's `_.template`, which uses `new Function`); nothing else
 does. Inline styles are allowed everywhere: rq-dashboard sets `style` attributes in its markup.
+
+The console, the portal pages, the start page and the API docs load scripts from this site only
+(htmx, the console's own script, Redoc); the docs also let Redoc run its search index in a
+worker it creates from a blob. No page links to another site, and no page may be cached.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ _OTHER_DIRECTIVES = (
     "form-action 'self'",
     "frame-ancestors 'none'",
 )
+# Pages that load the scripts this site serves (besides the dashboard).
+DOCS_PAGE = "/api/docs"
+_OWN_SCRIPTS = ("/console", "/portal", DOCS_PAGE)
 
 
 def inline_script_hashes(html: str) -> list[str]:
@@ -44,23 +51,35 @@ def inline_script_hashes(html: str) -> list[str]:
     return list(hashes)
 
 
+def _under(prefix: str) -> bool:
+    return request.path == prefix or request.path.startswith(prefix + "/")
+
+
 def content_security_policy(response: Response) -> str:
     """The policy for `response`: scripts from this site and the page's own inline scripts on
-    the dashboard (plus eval, for its templates); inline scripts only by hash elsewhere."""
+    the dashboard (plus eval, for its templates); scripts from this site on the console, portal,
+    start and docs pages; inline scripts only by hash elsewhere."""
     hashes: list[str] = []
     if response.mimetype == "text/html" and not response.is_streamed:
         hashes = inline_script_hashes(response.get_data(as_text=True))
-    on_dashboard = request.path == DASHBOARD_PREFIX or request.path.startswith(
-        DASHBOARD_PREFIX + "/"
-    )
-    sources = ["'self'", "'unsafe-eval'", *hashes] if on_dashboard else hashes or ["'none'"]
-    return "; ".join(["default-src 'none'", f"script-src {' '.join(sources)}", *_OTHER_DIRECTIVES])
+    own_scripts = request.path == "/" or any(_under(p) for p in _OWN_SCRIPTS)
+    if _under(DASHBOARD_PREFIX):
+        sources = ["'self'", "'unsafe-eval'", *hashes]
+    elif own_scripts:
+        sources = ["'self'", *hashes]
+    else:
+        sources = hashes or ["'none'"]
+    directives = ["default-src 'none'", f"script-src {' '.join(sources)}", *_OTHER_DIRECTIVES]
+    if _under(DOCS_PAGE):
+        directives.append("worker-src blob:")  # Redoc's search index
+    return "; ".join(directives)
 
 
 def _add_security_headers(response: Response) -> Response:
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = content_security_policy(response)
+    response.headers.setdefault("Referrer-Policy", "same-origin")
     return response
 
 
