@@ -53,6 +53,41 @@ class LeadSchema(Schema):
     updatedAt = fields.String(metadata=_TIMESTAMP)
 
 
+class RemovedSchema(Schema):
+    identities = fields.Integer(metadata={"description": "Emails and source ids of the person"})
+    properties = fields.Integer(metadata={"description": "What sources said of them"})
+    touchpoints = fields.Integer()
+    conversions = fields.Integer(
+        metadata={"description": "Payments, refunds and won deals: no longer in attribution"}
+    )
+    inbound_payloads = fields.Integer(
+        data_key="inboundPayloads",
+        metadata={"description": "Stored inbound payloads naming them, now tombstones"},
+    )
+
+
+class ErasedSchema(Schema):
+    """What DELETE /api/leads/<id> removed."""
+
+    id = fields.String(metadata={"description": "The id asked for", "example": "lead_2x9Yd"})
+    lead_id = fields.String(
+        data_key="leadId",
+        metadata={"description": "The lead erased: the id asked for or its survivor"},
+    )
+    deleted = fields.Boolean()
+    merged_ids = fields.List(
+        fields.String(),
+        data_key="mergedLeadIds",
+        metadata={"description": "Ids of leads merged into it, which no longer resolve either"},
+    )
+    removed = fields.Nested(RemovedSchema)
+    inbound_event_ids = fields.List(
+        fields.String(),
+        data_key="inboundEventIds",
+        metadata={"description": "The inbound events whose payloads were tombstoned"},
+    )
+
+
 class LeadQuerySchema(Schema):
     email = Text(metadata={"description": "Leads with this email identity"})
     source = Text(metadata={"description": "Leads whose first touch has this source"})

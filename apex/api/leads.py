@@ -9,6 +9,7 @@ from apex.api.bodies import Blueprint
 from apex.api.lead_schemas import (
     AttributionQuerySchema,
     AttributionSchema,
+    ErasedSchema,
     GoalCreateSchema,
     GoalSchema,
     LeadPageSchema,
@@ -17,7 +18,8 @@ from apex.api.lead_schemas import (
 )
 from apex.api.runtime import runtime
 from apex.api.schemas import DeletedSchema
-from apex.pipeline import attribution, goals, identity
+from apex.db import utcnow
+from apex.pipeline import attribution, erasure, goals, identity
 
 leads_blp = Blueprint("leads", __name__, url_prefix="/api", description="Leads")
 attribution_blp = Blueprint(
@@ -43,6 +45,29 @@ def list_leads(query: dict[str, Any]) -> dict[str, Any]:
 def get_lead(lead_id: str) -> dict[str, Any]:
     """A lead; the id of a lead merged into another shows the one it was merged into."""
     return identity.lead_data(identity.get(runtime().engine, lead_id))
+
+
+@leads_blp.route("/leads/<lead_id>", methods=["DELETE"])
+@leads_blp.response(200, ErasedSchema)
+def delete_lead(lead_id: str) -> dict[str, Any]:
+    """Erase a person: the lead (or the one it was merged into), its identities, what sources
+    said of them, its touchpoints and conversions, and the stored inbound payloads naming them
+    (replaced by a tombstone). Events received later about them make a new lead."""
+    erased = erasure.erase_lead(runtime().engine, lead_id, utcnow())
+    return {
+        "id": lead_id,
+        "lead_id": erased.lead_id,
+        "deleted": True,
+        "merged_ids": list(erased.merged_ids),
+        "removed": {
+            "identities": erased.identities,
+            "properties": erased.properties,
+            "touchpoints": erased.touchpoints,
+            "conversions": erased.conversions,
+            "inbound_payloads": len(erased.inbound_event_ids),
+        },
+        "inbound_event_ids": list(erased.inbound_event_ids),
+    }
 
 
 @attribution_blp.route("/attribution", methods=["GET"])

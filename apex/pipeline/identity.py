@@ -129,6 +129,24 @@ def resolve(conn: Connection, lead_id: str) -> str | None:
     ).scalar_one_or_none()
 
 
+def lock_owner(conn: Connection, subject: Identity) -> str | None:
+    """The lead `subject` belongs to, locked until the transaction ends (a merge that moves it
+    meanwhile is followed to the survivor); None if it belongs to none."""
+    lead_id = owner_of(conn, subject)
+    while lead_id is not None and not _lock(conn, {lead_id}):
+        lead_id = owner_of(conn, subject)  # merged away meanwhile: the survivor
+    return lead_id
+
+
+def lock_live(conn: Connection, lead_id: str) -> str | None:
+    """The live lead `lead_id` names (see resolve()), locked until the transaction ends (a
+    merge that moves it meanwhile is followed to the survivor); None if it names none."""
+    live = resolve(conn, lead_id)
+    while live is not None and not _lock(conn, {live}):
+        live = resolve(conn, lead_id)  # merged away meanwhile: the survivor
+    return live
+
+
 def _owners(conn: Connection, keys: Sequence[Identity]) -> set[str]:
     pairs = [(key.kind, key.value) for key in keys]
     rows = conn.execute(
@@ -274,9 +292,7 @@ def erase(conn: Connection, subject: Identity, at: datetime, now: datetime) -> s
     email, name and company. The lead stays, anonymous, with its touchpoints and conversions, so
     revenue totals hold. `subject` is remembered as deleted at `at` so older events about it
     are ignored. Returns the lead erased, or None if none was known."""
-    lead_id = owner_of(conn, subject)
-    while lead_id is not None and not _lock(conn, {lead_id}):
-        lead_id = owner_of(conn, subject)  # merged away meanwhile: erase the survivor
+    lead_id = lock_owner(conn, subject)
     if lead_id is not None:
         owned = [(i.kind, i.value) for i in _identity_rows(conn, [lead_id])[lead_id]]
         c = object_properties.c

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from apex.db import utcnow
 from apex.events import publish
-from apex.pipeline import attribution, goals, identity, payments
+from apex.pipeline import attribution, erasure, goals, identity, payments
 from apex.pipeline.extract import extract
 from apex.pipeline.records import (
     HUBSPOT_COMPANY,
@@ -103,8 +103,10 @@ def run(
     if enrich is not None:
         records = [enrich(record) for record in records]
     records = _fetched(records)
+    privacy = erasure.privacy_deletions(source, event_type, payload, headers, received_at)
     planned = _transaction(
-        engine, lambda conn: _process(conn, key, source, event_type, records, utcnow())
+        engine,
+        lambda conn: _process(conn, key, source, event_type, records, utcnow(), privacy),
     )
     return _publish(engine, key, planned)
 
@@ -144,6 +146,7 @@ def _process(
     event_type: str,
     records: list[Record],
     now: datetime,
+    privacy: frozenset[Identity] = frozenset(),
 ) -> _Planned:
     claimed = conn.execute(
         insert(conn, pipeline_runs)
@@ -157,7 +160,7 @@ def _process(
         return stored
     changes = _Changes()
     for record in records:
-        _apply(conn, record, now, changes)
+        _apply(conn, record, privacy, now, changes)
     settled = identity.settle(conn, _live(conn, changes.touched), now)
     reached = goals.evaluate(conn, now)
     outbox = _plan(conn, key, settled, changes, reached)
@@ -174,7 +177,15 @@ def _process(
     return _Planned(counts, outbox, duplicate=False)
 
 
-def _apply(conn: Connection, record: Record, now: datetime, changes: _Changes) -> None:
+def _apply(
+    conn: Connection,
+    record: Record,
+    privacy: frozenset[Identity],
+    now: datetime,
+    changes: _Changes,
+) -> None:
+    """Apply one record; an Erasure of a subject in `privacy` (a privacy deletion) removes the
+    person as DELETE /api/leads/<id> does, any other only their personal data."""
     if isinstance(record, Contact):
         _apply_contact(conn, record, now, changes)
     elif isinstance(record, Touchpoint):
@@ -192,6 +203,9 @@ def _apply(conn: Connection, record: Record, now: datetime, changes: _Changes) -
         _apply_deal(conn, record, changes)
     elif isinstance(record, Company):
         _apply_company(conn, record, changes)
+    elif isinstance(record, Erasure) and record.subject in privacy:
+        reason = "the person erased on a HubSpot privacyDeletion"
+        erasure.erase_subject(conn, record.subject, record.at, now, reason)
     elif isinstance(record, Erasure):
         erased = identity.erase(conn, record.subject, record.at, now)
         changes.touched.update([erased] if erased else [])
