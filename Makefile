@@ -9,7 +9,7 @@ VENV_TOOLS := pip==26.3 setuptools==84.2.1
 CORPORA := tests/corpora/node_modules/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint bench migrate apikey apikeys apikey-revoke clean
+.PHONY: help run test lint bench migrate apikey apikeys apikey-revoke key rotate-key backup restore clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ $(CORPORA): tests/corpora/package.json tests/corpora/package-lock.json
 	npm ci --prefix tests/corpora --no-audit --no-fund
 	touch $(CORPORA)
 
-run: $(STAMP) ## run web + worker + scheduler on embedded defaults (http://127.0.0.1:5000)
+run: $(STAMP) ## run web + worker + scheduler on embedded defaults (http://127.0.0.1:5000; PORT=…, WORKERS=3)
 	$(BIN)/python -m launcher.run
 
 test: $(STAMP) $(CORPORA) lint ## lint, type-check and run the whole test suite
@@ -38,6 +38,7 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 
 bench: $(STAMP) ## benchmarks: print numbers and ratios against a baseline from the same run
 	$(BIN)/python -m bench.delivery
+	$(BIN)/python -m bench.endpoints
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.slowclients
 
@@ -53,5 +54,18 @@ apikeys: $(STAMP) ## list the API keys of the local database
 apikey-revoke: $(STAMP) ## revoke one: make apikey-revoke ID=key_…
 	@$(BIN)/python -m launcher.apikey revoke $(ID)
 
-clean: ## remove the virtualenv and local data
-	rm -rf $(VENV) var
+key: $(STAMP) ## print a new APEX_SECRET_KEY (a Fernet key)
+	@$(BIN)/python -c "from apex.secretbox import generate_key; print(generate_key())"
+
+rotate-key: $(STAMP) ## new development key, every stored secret re-sealed with it (stop make run first)
+	@$(BIN)/python -m launcher.rotatekey
+
+backup: $(STAMP) ## back up the database and APEX_SECRET_KEY together: make backup [TO=folder]
+	@$(BIN)/python -m launcher.backup create $(TO)
+
+restore: $(STAMP) ## restore both (processes stopped): make restore FROM=backups/apex-…
+	@$(BIN)/python -m launcher.backup restore $(FROM)
+
+clean: ## remove the virtualenv and local data (refused while stored secrets need var/secret.key; FORCE=1)
+	@$(PYTHON) -m launcher.clean $(if $(FORCE),--force)
+	rm -rf $(VENV)

@@ -1,11 +1,13 @@
 """`make run`: development defaults, an embedded Redis when REDIS_URL is unset, migrations, then
-web + worker + scheduler under honcho. Ctrl-C (or SIGTERM) stops everything, Redis last."""
+web + worker + scheduler under honcho (`WORKERS=3 make run`: three worker processes). Ctrl-C (or
+SIGTERM) stops everything, Redis last. A PORT something already listens on stops it at once."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +33,8 @@ def dev_environment() -> dict[str, str]:
     env = dict(os.environ)
     # The Procfile names gunicorn and python: make them this virtualenv's.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.setdefault("APEX_SECRET_KEY", _dev_secret_key())
+    if not env.get("APEX_SECRET_KEY"):
+        env["APEX_SECRET_KEY"] = _dev_secret_key()
     env.setdefault("DATABASE_URL", f"sqlite:///{VAR / 'apex.db'}")
     env.setdefault("PORT", "5000")
     env.setdefault("APEX_LOG_FORMAT", "text")
@@ -48,8 +51,38 @@ def dev_environment() -> dict[str, str]:
     return env
 
 
+def port_taken(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:`port` (bound as gunicorn binds: SO_REUSEADDR,
+    so a port with only closed connections lingering counts as free)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _workers(env: dict[str, str]) -> int:
+    raw = env.get("WORKERS", "1")
+    if not raw.isdecimal() or int(raw) < 1:
+        raise SystemExit(f"launcher: WORKERS must be a positive number of processes, got {raw!r}")
+    return int(raw)
+
+
 def main() -> int:
     env = dev_environment()
+    workers = _workers(env)
+    if not env["PORT"].isdecimal() or not 0 < int(env["PORT"]) < 65536:
+        print(f"launcher: PORT must be a port number, got {env['PORT']!r}", file=sys.stderr)
+        return 2
+    if port_taken(int(env["PORT"])):
+        print(
+            f"launcher: port {env['PORT']} on 127.0.0.1 is taken (another `make run`?); stop "
+            f"that process or choose another port: PORT={int(env['PORT']) + 1} make run",
+            file=sys.stderr,
+        )
+        return 1
     redis = None
     if not env.get("REDIS_URL"):
         redis = EmbeddedRedis(VAR / "redis").start()
@@ -67,7 +100,7 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], env=env, check=True)
         honcho = subprocess.Popen(
             [sys.executable, "-m", "launcher.procfile", "start", "-f", "Procfile",
-             "-p", env["PORT"], "web", "worker", "scheduler"],
+             "-p", env["PORT"], "-c", f"worker={workers}", "web", "worker", "scheduler"],
             env=env,
         )  # fmt: skip
         while True:
