@@ -1,5 +1,5 @@
-"""The OpenAPI document's finishing touches, and a self-contained API docs page rendered from it
-(no CDN, works offline)."""
+"""The OpenAPI document's finishing touches (error responses with examples), and the API docs
+page: Swagger UI, served by Apex itself (no CDN, works offline)."""
 
 from __future__ import annotations
 
@@ -23,32 +23,50 @@ _ERRORS = {
     "429": "Too many failed authentications from this address; see Retry-After (too_many_requests)",
     "503": "The database or Redis is unreachable; see Retry-After",
 }
+# What each of those errors looks like on the wire.
+_EXAMPLES: dict[str, dict[str, Any]] = {
+    "400": {"code": "bad_request", "detail": "Malformed JSON body: it does not parse as JSON"},
+    "401": {"code": "unauthorized", "detail": "Invalid API key"},
+    "404": {"code": "not_found", "detail": "No webhook wh_2x9"},
+    "413": {"code": "payload_too_large", "detail": "Body is 2097152 bytes; the limit is 1048576"},
+    "422": {
+        "code": "validation_failed",
+        "detail": "url: must be an absolute https:// URL, got 'ftp://example.com'",
+        "errors": [
+            {"field": "url", "message": "must be an absolute https:// URL, got 'ftp://example.com'"}
+        ],
+    },
+    "429": {
+        "code": "too_many_requests",
+        "detail": "Too many failed authentications from this address: retry in 42 s",
+    },
+    "503": {
+        "code": "database_unavailable",
+        "detail": "The database is unavailable; retry shortly.",
+    },
+}
 _METHODS = ("get", "put", "post", "patch", "delete")
 
 bp = Blueprint("docs", __name__)
 
+# Swagger UI (vendored, served from the console's static folder) renders the document in the
+# browser; without scripts the page still lists every operation.
 _PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ spec.info.title }} API</title>
-<style>
-body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}
-.op{border:1px solid #ddd;border-radius:6px;margin:1em 0;padding:.6em 1em}
-.m{display:inline-block;min-width:4.5em;font-weight:bold;text-transform:uppercase}
-.get{color:#0a7}.post{color:#06c}.patch{color:#a60}.delete{color:#c22}
-pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:12px}
-</style></head><body>
-<h1>{{ spec.info.title }} <small>{{ spec.info.version }}</small></h1>
-<p>Authenticate with <code>x-api-key: &lt;key&gt;</code> or <code>Authorization: Bearer &lt;key&gt;</code>.
-Machine-readable: <a href="{{ url_for('api-docs.openapi_json') }}">openapi.json</a>.</p>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ spec.info.title }} API reference</title>
+<link rel="stylesheet" href="{{ url_for('console.static', filename='vendor/swagger-ui.css') }}">
+<style>body{margin:0;font-family:system-ui,sans-serif}
+noscript .op{margin:.3em 1em}noscript code{font-size:13px}</style>
+</head><body>
+<div id="swagger-ui" data-spec-url="{{ url_for('api-docs.openapi_json') }}"></div>
+<noscript><h1>{{ spec.info.title }} {{ spec.info.version }}</h1>
+<p>Machine-readable: <a href="{{ url_for('api-docs.openapi_json') }}">openapi.json</a>.</p>
 {% for path, ops in spec.paths.items() %}{% for method, op in ops.items() if method != 'parameters' %}
-<div class="op" id="{{ op.operationId or (method ~ path) }}"><span class="m {{ method }}">{{ method }}</span>
-<code class="path">{{ path }}</code> {{ op.summary or '' }}
-{% if op.description %}<p>{{ op.description }}</p>{% endif %}
-{% if op.requestBody %}<details><summary>Request body</summary><pre>{{ dumps(op.requestBody) }}</pre></details>{% endif %}
-<details><summary>Responses</summary><pre>{{ dumps(op.responses) }}</pre></details></div>
-{% endfor %}{% endfor %}
-<h2>Schemas</h2>
-{% for name, schema in spec.components.schemas.items() %}<details><summary>{{ name }}</summary>
-<pre>{{ dumps(schema) }}</pre></details>{% endfor %}
+<div class="op"><strong>{{ method|upper }}</strong> <code class="path">{{ path }}</code> {{ op.summary or '' }}</div>
+{% endfor %}{% endfor %}</noscript>
+<script src="{{ url_for('console.static', filename='vendor/swagger-ui-bundle.js') }}"></script>
+<script src="{{ url_for('console.static', filename='docs.js') }}"></script>
 </body></html>"""
 
 
@@ -60,12 +78,9 @@ def finish_document(spec: APISpec) -> None:
     paths of one shape are ambiguous in OpenAPI, while concrete paths match before templated ones.
     """
     for name, description in _ERRORS.items():
+        content = {"schema": {"$ref": "#/components/schemas/Error"}, "example": _EXAMPLES[name]}
         spec.components.response(
-            f"E{name}",
-            {
-                "description": description,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            },
+            f"E{name}", {"description": description, "content": {"application/json": content}}
         )
     paths: dict[str, dict[str, Any]] = spec._paths  # apispec keeps them here until to_dict()
     door = paths.pop(DOOR, None)

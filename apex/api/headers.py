@@ -9,8 +9,7 @@ templates are compiled by underscore's `_.template`, which uses `new Function`);
 does. Inline styles are allowed everywhere: rq-dashboard sets `style` attributes in its markup.
 
 The console, the portal pages, the start page and the API docs load scripts from this site only
-(htmx, the console's own script, Redoc); the docs also let Redoc run its search index in a
-worker it creates from a blob. No page links to another site, and no page may be cached.
+(htmx, the console's own script, Swagger UI).
 """
 
 from __future__ import annotations
@@ -36,8 +35,7 @@ _OTHER_DIRECTIVES = (
     "frame-ancestors 'none'",
 )
 # Pages that load the scripts this site serves (besides the dashboard).
-DOCS_PAGE = "/api/docs"
-_OWN_SCRIPTS = ("/console", "/portal", DOCS_PAGE)
+_OWN_SCRIPTS = ("/console", "/portal", "/api/docs")
 
 
 def inline_script_hashes(html: str) -> list[str]:
@@ -69,10 +67,7 @@ def content_security_policy(response: Response) -> str:
         sources = ["'self'", *hashes]
     else:
         sources = hashes or ["'none'"]
-    directives = ["default-src 'none'", f"script-src {' '.join(sources)}", *_OTHER_DIRECTIVES]
-    if _under(DOCS_PAGE):
-        directives.append("worker-src blob:")  # Redoc's search index
-    return "; ".join(directives)
+    return "; ".join(["default-src 'none'", f"script-src {' '.join(sources)}", *_OTHER_DIRECTIVES])
 
 
 def _add_security_headers(response: Response) -> Response:
