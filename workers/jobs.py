@@ -15,7 +15,7 @@ from apex import metrics
 from apex.db import utcnow
 from apex.delivery import circuit, store
 from apex.delivery.deliver import Recorded
-from apex.delivery.limits import EndpointLimits
+from apex.delivery.limits import RENEW_EVERY, EndpointLimits
 from workers import context
 from workers.dispatcher import DEFER, Dispatcher
 from workers.readylist import ReadyList
@@ -120,7 +120,8 @@ def dispatcher() -> Dispatcher:
         if _dispatcher is None:
             ctx = context.current()
             # A slot outlives a silent holder (a dead worker) by a little more than an attempt.
-            limits = EndpointLimits(ctx.redis, ctx.settings.request_timeout + 2)
+            slot_ttl = ctx.settings.request_timeout + 1 + RENEW_EVERY
+            limits = EndpointLimits(ctx.redis, slot_ttl)
             _dispatcher = Dispatcher(
                 ctx.delivery,
                 ctx.settings.delivery_concurrency,

@@ -13,8 +13,9 @@ Both are one Lua script each, so a check and its update are atomic."""
 
 from __future__ import annotations
 
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis import Redis
 
@@ -73,10 +74,16 @@ end
 """
 
 
-@dataclass(frozen=True)
+# A slot renewed this recently still covers a whole attempt started now (its TTL is an attempt's
+# bound plus this), so a lane sending back to back renews it about once a second, not per request.
+RENEW_EVERY = 1.0
+
+
+@dataclass
 class Slot:
     subscription_id: str
     token: str
+    renewed: float = field(default_factory=time.monotonic)  # when its expiry was last set
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,8 @@ class Wait:
 
 
 class EndpointLimits:
-    """The limiter of one process; `slot_ttl` is how long a slot outlives a silent holder."""
+    """The limiter of one process; `slot_ttl` is how long a slot outlives a silent holder: at
+    least the longest attempt plus RENEW_EVERY."""
 
     def __init__(self, redis: Redis, slot_ttl: float) -> None:
         self._redis = redis
@@ -106,9 +114,15 @@ class EndpointLimits:
 
     def renew(self, slot: Slot, rate: int | None) -> bool | Wait:
         """Keep `slot` for one more request: True, or a Wait for the rate, or False if the
-        slot was lost (it expired: another worker may hold it now)."""
+        slot was lost (it expired: another worker may hold it now). Without a rate, a slot
+        renewed within RENEW_EVERY is kept without asking Redis."""
+        if not rate and time.monotonic() - slot.renewed < RENEW_EVERY:
+            return True
+        renewing = time.monotonic()
         args: list[str | int] = [slot.token, self._ttl_ms, rate or 0]
         wait = int(self._renew(keys=self._keys(slot.subscription_id), args=args))
+        if wait == 0:
+            slot.renewed = renewing
         return True if wait == 0 else False if wait < 0 else Wait(wait / 1000)
 
     def release(self, slot: Slot) -> None:
