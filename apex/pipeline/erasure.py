@@ -34,6 +34,7 @@ from apex.pipeline.tables import (
     object_properties,
     touchpoints,
 )
+from apex.sources.reading import text
 from apex.sources.source import UnusableEventError
 
 TOMBSTONE = "erased"  # the key of the object that replaces an erased payload
@@ -144,15 +145,7 @@ def privacy_deletions(
     if source != "hubspot":
         return frozenset()
     batch = payload if isinstance(payload, list) else [payload]
-    chosen = [
-        event
-        for event in batch
-        if isinstance(event, Mapping)
-        and str(event.get("subscriptionType") or event.get("eventType") or event_type).rpartition(
-            "."
-        )[2]
-        == PRIVACY_DELETION
-    ]
+    chosen = [event for event in batch if _action(event, event_type) == PRIVACY_DELETION]
     if not chosen:
         return frozenset()
     return frozenset(
@@ -160,6 +153,13 @@ def privacy_deletions(
         for record in _records(source, event_type, chosen, headers, received_at)
         if isinstance(record, Erasure)
     )
+
+
+def _action(event: Any, event_type: str) -> str:
+    """What a HubSpot event says happened ("creation", "privacyDeletion", ...), read as its
+    extractor reads it."""
+    subscription = text(event, "subscriptionType") or text(event, "eventType") or event_type
+    return subscription.rpartition(".")[2]
 
 
 def tombstone(reason: str, now: datetime) -> dict[str, Any]:
@@ -182,8 +182,8 @@ def _tombstone(
     if not tokens:
         return []
     i = inbound_events.c
-    text = sa.func.lower(sa.cast(i.payload, sa.Text))
-    candidates = sa.or_(*(text.contains(token, autoescape=True) for token in tokens))
+    written = sa.func.lower(sa.cast(i.payload, sa.Text))
+    candidates = sa.or_(*(written.contains(token, autoescape=True) for token in tokens))
     found: list[str] = []
     after = ""
     while True:
