@@ -524,15 +524,14 @@ def test_merged_contacts_are_one_lead_with_the_deal(engine: Engine) -> None:
     assert (lead.email, lead.summary.revenue) == (JANE, 1_200_000)
 
 
-def test_a_privacy_deleted_contact_is_erased_but_its_revenue_stays_counted(engine: Engine) -> None:
+def test_a_privacy_deleted_contact_is_erased_with_its_won_deal(engine: Engine) -> None:
     process(engine, won_deal())
+    assert total_revenue(engine) == 1_200_000
 
     process(engine, [event("contact.privacyDeletion", CONTACT, 1764338460000)])
 
-    (lead,) = the_leads(engine)
-    assert (lead.email, lead.identities) == (None, ())
-    assert lead.summary.revenue == 1_200_000
-    assert total_revenue(engine) == 1_200_000
+    assert not the_leads(engine)
+    assert total_revenue(engine) == 0
 
 
 @pytest.mark.parametrize("restored", [True, False], ids=["restored", "still_deleted"])
