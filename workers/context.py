@@ -1,4 +1,4 @@
-"""The per-process state of a worker: settings, database engine, Redis, HTTP session, dispatcher."""
+"""The per-process state of a worker: settings, database engine, Redis, delivery context."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from apex.db import make_engine
 from apex.delivery.circuit import Rules
 from apex.delivery.deliver import DeliveryContext
 from apex.delivery.destinations import Policy
-from apex.delivery.ssrf import new_session
 from apex.pipeline.enrich import Enricher, build_enricher
 from apex.redischeck import check_at_boot
 from apex.secretbox import SecretBox
@@ -70,19 +69,9 @@ _current: WorkerContext | None = None
 def build(settings: Settings) -> WorkerContext:
     engine = make_engine(settings.database_url, settings.db_pool_size, settings.db_max_overflow)
     box = SecretBox(settings.secret_key)
-    pool = settings.delivery_concurrency
-    session = new_session(
-        settings.allow_private_destinations,
-        pool_connections=100,
-        pool_maxsize=pool,
-        ca_bundle=settings.ca_bundle,
-        egress_proxy=settings.egress_proxy,
-        dns_timeout=settings.connect_timeout,
-    )
     delivery = DeliveryContext(
         engine=engine,
         box=box,
-        session=session,
         schedule=settings.retry_schedule,
         disable_after=timedelta(seconds=settings.disable_after),
         lease=timedelta(seconds=settings.lease_seconds),
