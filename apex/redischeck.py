@@ -4,7 +4,15 @@ certificate verifies, it takes the credentials, and it never evicts keys (queued
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
@@ -60,11 +68,62 @@ def check_at_boot(url: str, process: str) -> None:
     the boot: SystemExit with one line, "<process>: <what and how to fix>"."""
     redis = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
     try:
-        check(redis)
+        with _stop_passed_on():
+            check(redis)
     except RedisUnfitError as exc:
         raise SystemExit(f"{process}: {exc}") from None
     finally:
         redis.close()
+
+
+class _StopRequested(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+PASS_ON_WITHIN = 30.0  # seconds to wait for the process's own handlers, then send it anyway
+
+
+@contextmanager
+def _stop_passed_on() -> Iterator[None]:
+    """A SIGTERM or SIGINT while the check waits on a silent Redis ends the check at once, and
+    is sent again once the process has installed its own handler for it (the worker's and the
+    scheduler's graceful stop come after the check), so a stop at boot is as clean as later."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; the stop reaches the caller's as usual
+        return
+    previous: dict[int, Any] = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        raise _StopRequested(signum)
+
+    stopped: int | None = None
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, interrupt)
+    try:
+        yield
+    except _StopRequested as stop:
+        stopped = stop.signum
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if stopped is not None:  # with the handlers restored, so the watcher sees them
+        log.info("stop requested during the Redis boot check; the check is skipped")
+        threading.Thread(
+            target=_send_once_handled,
+            args=(stopped, previous[stopped]),
+            name="pass-on-stop",
+            daemon=True,
+        ).start()
+
+
+def _send_once_handled(signum: int, handler_before: Any) -> None:
+    deadline = time.monotonic() + PASS_ON_WITHIN
+    while signal.getsignal(signum) is handler_before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(os.getpid(), signum)
 
 
 def _policy(redis: Redis) -> str | None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -258,3 +260,20 @@ def _check_pools(sized: Settings) -> None:
             ).scalar()
         assert count == 2  # the overflow connection closed on return; the pool keeps 2
         engine.dispose()
+
+
+def test_a_stop_during_the_boot_check_is_a_clean_stop(
+    settings: Settings, processes: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    # A Redis that takes connections and never answers: the check waits on its reply.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.settimeout(30)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        worker = processes("workers", REDIS_URL=url)
+        first, _ = silent.accept()  # the boot check's connection: nothing else talks before it
+        time.sleep(0.5)  # its command sent, waiting for the reply
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        first.close()
+    log = (tmp_path / "workers-0.log").read_text()
+    assert "stop requested during the Redis boot check" in log and "worker stopped" in log
