@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from flask import Flask
-from redis import Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from apex.api import init_api
 from apex.api.cli import init_cli
-from apex.api.runtime import Runtime
-from apex.db import make_engine
-from apex.secretbox import SecretBox
+from apex.api.runtime import build_runtime
 from config import Settings, SettingsError, load_settings
 from config.logging import configure_logging
 
@@ -28,19 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         configure_logging(settings)
     app = Flask("apex")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_inbound_body
-    app.extensions["apex"] = Runtime(
-        settings=settings,
-        engine=make_engine(settings.database_url),
-        # Fail fast when Redis is down: what a request enqueues is already committed, and the
-        # sweeper enqueues it later.
-        redis=Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=2,
-            socket_timeout=2,
-            retry=Retry(NoBackoff(), 1),
-        ),
-        box=SecretBox(settings.secret_key),
-    )
+    app.extensions["apex"] = build_runtime(settings)
     # Behind Heroku's router (APEX_TRUSTED_PROXIES=1): trust the X-Forwarded-For hops the proxies
     # added for the client address failed authentications are counted under, and the nearest
     # proxy's X-Forwarded-Proto/Host for the public URL. 0 (no proxy): trust none of them.

@@ -13,12 +13,16 @@ import signal
 from types import FrameType
 from typing import Any
 
+from apex.redischeck import check_at_boot
 from config.settings import SettingsError, load_settings
 
 try:
     settings = load_settings()
 except SettingsError as exc:
     raise SystemExit(f"web: {exc}") from None
+# Here too, before any worker forks: an unfit Redis (evicting, unverified certificate, refused
+# password) stops gunicorn with one line instead of workers failing to boot forever.
+check_at_boot(settings.redis_url, "web")
 
 bind = f"0.0.0.0:{settings.port}"
 workers = settings.web_concurrency

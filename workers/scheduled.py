@@ -144,7 +144,7 @@ def main() -> int:
     scheduler = SelfHealingScheduler(
         settings,
         queue_name=jobs.MAINTENANCE,
-        connection=redis_client(settings.redis_url),
+        connection=redis_client(settings.redis_url, process="scheduler"),
         interval=min(5, settings.sweep_interval),
     )
     log.info("scheduler started")
