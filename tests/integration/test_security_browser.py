@@ -90,9 +90,13 @@ def test_another_site_cannot_frame_the_docs(server: str, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("path", ["/rq/", "/api/docs"])
 def test_the_pages_run_without_a_policy_violation(server: str, tmp_path: Path, path: str) -> None:
-    dom, console = browse(f"http://operator:{API_KEY}@{server}{path}", tmp_path / "profile")
+    # The docs need no key; a page whose URL holds credentials cannot fetch() relative URLs.
+    credentials = f"operator:{API_KEY}@" if path == "/rq/" else ""
+    dom, console = browse(f"http://{credentials}{server}{path}", tmp_path / "profile")
 
     # The page was built by its scripts (the dashboard's queue rows come from an XHR and an
-    # underscore template), and nothing it loaded or ran was refused.
-    assert ('<tr data-role="queue">' in dom) if path == "/rq/" else ("<h1>Apex Webhooks" in dom)
+    # underscore template, the docs' operations from Swagger UI reading openapi.json), and
+    # nothing it loaded or ran was refused.
+    built = '<tr data-role="queue">' if path == "/rq/" else 'class="opblock-summary-path"'
+    assert built in dom
     assert ANY_VIOLATION not in console, console
