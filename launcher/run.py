@@ -10,6 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from types import FrameType
 
@@ -70,6 +74,45 @@ def _workers(env: dict[str, str]) -> int:
     return int(raw)
 
 
+READY_WAIT = 120.0  # seconds to wait for /health before giving up on announcing the URLs
+
+
+def urls_text(base: str) -> str:
+    """What `make run` prints once the web process answers /health."""
+    return "\n".join(
+        [
+            f"launcher: Apex is up at {base}/",
+            f"  console      {base}/console   (sign in with an API key)",
+            f"  API docs     {base}/api/docs",
+            f"  queues       {base}/rq/       (any user name, an API key as the password)",
+            f"  metrics      {base}/metrics   (x-api-key)",
+            "  an API key:  make apikey NAME=me   (printed once; or set APEX_API_KEYS)",
+        ]
+    )
+
+
+def announce_when_healthy(port: int, deadline: float = READY_WAIT) -> threading.Thread:
+    """Print urls_text() once http://127.0.0.1:<port>/health answers 200 (in a daemon thread;
+    nothing is printed if it never does within `deadline` seconds)."""
+    base = f"http://127.0.0.1:{port}"
+
+    def wait() -> None:
+        until = time.monotonic() + deadline
+        while time.monotonic() < until:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        print(urls_text(base), flush=True)
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=wait, name="announce", daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> int:
     env = dev_environment()
     workers = _workers(env)
@@ -103,6 +146,7 @@ def main() -> int:
              "-p", env["PORT"], "-c", f"worker={workers}", "web", "worker", "scheduler"],
             env=env,
         )  # fmt: skip
+        announce_when_healthy(int(env["PORT"]))
         while True:
             try:
                 return honcho.wait()
