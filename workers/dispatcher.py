@@ -2,7 +2,8 @@
 workers, so one endpoint that hangs until the timeout cannot stall deliveries to healthy ones.
 
 A job hands the dispatcher a batch of ids: it claims them in one transaction and starts each on
-the thread pool once it holds one of its endpoint's slots (apex.delivery.limits: the
+the process's event loop (apex.delivery.transport: aiohttp, the SSRF rules in its resolver, one
+deadline per attempt) once it holds one of its endpoint's slots (apex.delivery.limits: the
 concurrency and rate limits, shared in Redis by every worker). A delivery whose endpoint has
 no free slot waits behind this process's requests to that endpoint, in the same slot, as long
 as its lease allows; otherwise it is given back to the database, and one wake-up job per
@@ -15,6 +16,8 @@ request if that comes first, and are recorded."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import queue
 import threading
@@ -22,12 +25,12 @@ import time
 import weakref
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from apex.delivery.attempt import Deadlines
 from apex.delivery.deliver import (
     Attempted,
     DeliveryContext,
@@ -40,13 +43,14 @@ from apex.delivery.deliver import (
     send,
 )
 from apex.delivery.limits import EndpointLimits, Slot, Wait
-from apex.delivery.watchdog import WATCHDOG
+from apex.delivery.transport import Client, EventLoop
 
 log = logging.getLogger("apex.dispatcher")
 
 DEFER = 1.0  # seconds before an endpoint without a free slot is tried again
 QUEUE_WAIT = 0.25  # seconds a job waits for room in a draining endpoint's queue
 PROGRESS = 0.5  # an endpoint that finished a request this recently counts as draining
+DRAINING_DEPTH = 25  # deliveries per lane that may wait for a draining endpoint
 RATE_WAIT = 1.0  # a request its endpoint's rate delays longer than this is given back
 RECORD_BATCH = 200
 # Attempts still in flight this many seconds after a stop request are cut (recorded as
@@ -64,10 +68,11 @@ def stop_all() -> None:
 
 
 class Dispatcher:
-    """`limits` holds the endpoints' slots (None: only this process's cap applies).
-    `on_recorded` receives each recorded batch and `on_defer` the endpoints whose deliveries
-    were given back, each with the seconds after which to claim them again; both schedule
-    follow-up jobs."""
+    """`concurrency` is the most requests in flight in this process; `limits` holds the
+    endpoints' slots (None: only this process's cap applies); `client` makes the HTTP client
+    (called on the event loop). `on_recorded` receives each recorded batch and `on_defer`
+    the endpoints whose deliveries were given back, each with the seconds after which to claim
+    them again; both schedule follow-up jobs."""
 
     def __init__(
         self,
@@ -77,9 +82,10 @@ class Dispatcher:
         limits: EndpointLimits | None,
         on_recorded: Callable[[Recorded], None],
         on_defer: Callable[[dict[str, float]], None],
+        client: Callable[[], Client],
     ) -> None:
         self._ctx = ctx
-        self._free = concurrency  # pool threads not running a lane
+        self._free = concurrency  # lanes that may still start
         self._per_endpoint = min(per_endpoint, concurrency)
         self._limits = limits
         # A delivery that waited this long for a slot renews its lease before it is sent.
@@ -89,8 +95,10 @@ class Dispatcher:
         self._last_done: dict[str, float] = {}
         self._cond = threading.Condition()
         self._stopping = False
-        self._stopped = threading.Event()
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="deliver")
+        self._loop = EventLoop()
+        self._client = self._loop.run(_on_loop(client))
+        self._deadlines = Deadlines()
+        self._lanes: set[concurrent.futures.Future[None]] = set()
         self._done: queue.Queue[Attempted | None] = queue.Queue()
         self._recorder = threading.Thread(target=self._record_loop, name="record", daemon=True)
         self._recorder.start()
@@ -102,14 +110,17 @@ class Dispatcher:
         """Requests in flight allowed to `ready`'s endpoint, over all workers."""
         return min(ready.claimed.concurrency or self._per_endpoint, self._per_endpoint)
 
-    def _max_queued(self, ready: Ready) -> int:
-        """How many of an endpoint's deliveries may wait here: each must start before its lease
-        runs out, and each one ahead of it takes up to an attempt (the timeout plus a second)
-        and the rate's interval, per lane."""
+    def _max_queued(self, ready: Ready, draining: bool) -> int:
+        """How many of an endpoint's deliveries may wait here. Each should start before its
+        lease runs out, and each one ahead of it may take up to an attempt (the timeout plus a
+        second) and the rate's interval, per lane; an endpoint answering now (`draining`) may
+        have DRAINING_DEPTH per lane, a claim's worth. Should one still wait past a third of its
+        lease, it renews the lease before it is sent, or is skipped if another worker took it
+        over (see _lane): a long queue costs time, never a second attempt."""
         rate = ready.claimed.rate_limit
         per_request = self._ctx.total_timeout + 1 + (1 / rate if rate else 0)
-        rounds = int(self._ctx.lease.total_seconds() // per_request) - 1
-        return self.limit(ready) * max(0, rounds)
+        rounds = max(0, int(self._ctx.lease.total_seconds() // per_request) - 1)
+        return self.limit(ready) * (max(rounds, DRAINING_DEPTH) if draining else rounds)
 
     def wake_batch(self) -> int:
         """Deliveries of one endpoint worth claiming at a time."""
@@ -167,7 +178,10 @@ class Dispatcher:
             self._free -= 1
             self._in_flight[endpoint] += 1
         try:
-            self._pool.submit(self._lane, ready, slot)
+            lane = self._loop.submit(self._lane(ready, slot))
+            with self._cond:
+                self._lanes.add(lane)
+            lane.add_done_callback(self._lane_done)
         except BaseException:  # e.g. the job's timeout fired here: give both back
             with self._cond:
                 self._free += 1
@@ -182,12 +196,12 @@ class Dispatcher:
         the endpoint is answering (a hanging endpoint must not hold up the deliveries behind
         it). Call with the lock held."""
         endpoint = ready.claimed.subscription_id
-        most = self._max_queued(ready)
+        draining = time.monotonic() - self._last_done.get(endpoint, -PROGRESS) < PROGRESS
+        most = self._max_queued(ready, draining)
 
         def room() -> bool:
             return len(self._queued[endpoint]) < most
 
-        draining = time.monotonic() - self._last_done.get(endpoint, -PROGRESS) < PROGRESS
         return room() or (draining and self._cond.wait_for(room, QUEUE_WAIT))
 
     def _give_back(self, deferred: list[tuple[Ready, float]]) -> None:
@@ -206,24 +220,31 @@ class Dispatcher:
         except RedisError as exc:
             log.warning("could not schedule %d wake-ups (%s); the sweeper will", len(delays), exc)
 
-    def _lane(self, ready: Ready, slot: Slot) -> None:
-        """Send `ready`, then whatever is queued for its endpoint, in this slot."""
+    async def _lane(self, ready: Ready, slot: Slot) -> None:
+        """Send `ready`, then whatever is queued for its endpoint, in this slot (on the loop)."""
         endpoint = ready.claimed.subscription_id
         current: Ready | None = ready
         try:
             while current is not None:
                 if time.monotonic() - current.claimed_at > self._renew_after:
-                    current = renew(self._ctx, current)  # None: taken over meanwhile, skip it
+                    # None: taken over meanwhile, skip it
+                    current = await asyncio.to_thread(renew, self._ctx, current)
                 if current is not None:
-                    self._done.put(send(self._ctx, current))
-                current = self._next(endpoint, slot)
+                    self._done.put(await send(self._ctx, current, self._client, self._deadlines))
+                current = await self._next(endpoint, slot)
         finally:
             self._release(slot)
             with self._cond:
                 self._free += 1
                 self._cond.notify_all()
 
-    def _next(self, endpoint: str, slot: Slot) -> Ready | None:
+    def _lane_done(self, lane: concurrent.futures.Future[None]) -> None:
+        with self._cond:
+            self._lanes.discard(lane)
+        if not lane.cancelled() and lane.exception() is not None:
+            log.error("a delivery lane failed", exc_info=lane.exception())
+
+    async def _next(self, endpoint: str, slot: Slot) -> Ready | None:
         """The next delivery queued for `endpoint` that this lane may send in its slot, or
         None, the lane ending (the queue handed back if the slot could not go on)."""
         with self._cond:
@@ -233,7 +254,7 @@ class Dispatcher:
             if following is None:
                 self._in_flight[endpoint] -= 1
             self._cond.notify_all()
-        if following is None or self._keep(slot, following):
+        if following is None or await self._keep(slot, following):
             return following
         with self._cond:  # the slot is lost or the rate says wait: this lane ends
             rest = [following, *self._queued.pop(endpoint, ())]
@@ -242,7 +263,7 @@ class Dispatcher:
         self._give_back([(r, DEFER) for r in rest])
         return None
 
-    def _keep(self, slot: Slot, ready: Ready) -> bool:
+    async def _keep(self, slot: Slot, ready: Ready) -> bool:
         """Renew `slot` for sending `ready`, waiting for the endpoint's rate up to RATE_WAIT."""
         if self._limits is None:
             return True
@@ -257,7 +278,7 @@ class Dispatcher:
             if waited + kept.seconds > RATE_WAIT:
                 return False
             waited += kept.seconds
-            self._stopped.wait(kept.seconds)
+            await asyncio.sleep(kept.seconds)
         return False
 
     def _release(self, slot: Slot) -> None:
@@ -316,11 +337,10 @@ class Dispatcher:
             if self._stopping:
                 return
             self._stopping = True
-            self._stopped.set()
             queued = [r for q in self._queued.values() for r in q]
             self._queued.clear()
             self._cond.notify_all()
-        WATCHDOG.cut(STOP_WITHIN)
+        self._loop.call(self._deadlines.cut, STOP_WITHIN)
         if queued:
             self._give_back([(r, DEFER) for r in queued])
 
@@ -328,6 +348,14 @@ class Dispatcher:
         """Stop (see stop), let the attempts in flight end (at most the request timeout plus a
         second, or STOP_WITHIN seconds after the stop), and record them."""
         self.stop()
-        self._pool.shutdown(wait=True)
+        with self._cond:
+            lanes = list(self._lanes)
+        concurrent.futures.wait(lanes, timeout=STOP_WITHIN + self._ctx.total_timeout + 2)
+        self._loop.run(self._client.close(), timeout=5)
+        self._loop.stop()
         self._done.put(None)
         self._recorder.join()
+
+
+async def _on_loop(make: Callable[[], Client]) -> Client:
+    return make()

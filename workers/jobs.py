@@ -16,6 +16,8 @@ from apex.db import utcnow
 from apex.delivery import circuit, store
 from apex.delivery.deliver import Recorded
 from apex.delivery.limits import RENEW_EVERY, EndpointLimits
+from apex.delivery.transport import Client
+from config import Settings
 from workers import context
 from workers.dispatcher import DEFER, Dispatcher
 from workers.readylist import ReadyList
@@ -129,8 +131,18 @@ def dispatcher() -> Dispatcher:
                 limits,
                 on_recorded=_follow_up,
                 on_defer=_defer,
+                client=lambda: _client(ctx.settings),
             )
         return _dispatcher
+
+
+def _client(settings: Settings) -> Client:
+    return Client.create(
+        settings.allow_private_destinations,
+        ca_bundle=settings.ca_bundle,
+        egress_proxy=settings.egress_proxy,
+        dns_timeout=settings.connect_timeout,
+    )
 
 
 def shutdown() -> None:

@@ -1,20 +1,22 @@
 """One HTTP attempt: POST the signed body and describe what happened as an Outcome. Never raises
-for anything the receiver or the network does; never lasts much beyond its deadline."""
+for anything the receiver or the network does; never lasts beyond its deadline."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlsplit
 
-import requests
-from urllib3.util import Timeout
+import aiohttp
 
 from apex.delivery.backoff import parse_retry_after
-from apex.delivery.ssrf import post
-from apex.delivery.watchdog import WATCHDOG, Watch, Watchdog
+from apex.delivery.ssrf import vet
+from apex.delivery.transport import ATTEMPT, Body, Client, Phase, RefusedDestination
 from apex.errors import DestinationRefusedError, DestinationUnresolvedError
 
 MAX_RESPONSE_BYTES = 1024
@@ -32,90 +34,150 @@ class Outcome:
     retry_after: float | None
 
 
-def _read_truncated(response: requests.Response) -> str:
-    chunk = b""
-    for part in response.iter_content(chunk_size=MAX_RESPONSE_BYTES):
-        chunk = part[:MAX_RESPONSE_BYTES]
-        break
-    # PostgreSQL text cannot hold NUL; a receiver's bytes must never break recording.
-    return chunk.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+@dataclass(eq=False)
+class _Running:
+    phase: Phase
+    cause: str
+    timeout: asyncio.Timeout | None = None
 
 
-def attempt(
-    session: requests.Session,
+@dataclass
+class Deadlines:
+    """The deadlines of the attempts running on one event loop. A stopping worker calls cut()
+    (on the loop) to bring them, and those of attempts started later, forward."""
+
+    cap: float | None = None  # loop time no attempt may run past (set by cut)
+    _running: set[_Running] = field(default_factory=set)
+
+    def cut(self, within: float) -> None:
+        cap = asyncio.get_running_loop().time() + within
+        if self.cap is None or cap < self.cap:
+            self.cap = cap
+        for running in self._running:
+            when = running.timeout.when() if running.timeout else None
+            if running.timeout is not None and (when is None or when > cap):
+                running.timeout.reschedule(cap)
+                running.cause = "shutdown"
+
+
+async def attempt(
+    client: Client,
     url: str,
     body: bytes,
     headers: Mapping[str, str],
     connect_timeout: float,
     total_timeout: float,
     now: datetime,
-    watchdog: Watchdog = WATCHDOG,
+    deadlines: Deadlines | None = None,
 ) -> Outcome:
-    """POST once through `session` (built by ssrf.new_session); redirects are not followed.
+    """POST once through `client`; redirects are not followed.
 
     `total_timeout` is a wall-clock deadline for the whole attempt: DNS, connect, TLS, sending,
-    the response headers and the first KiB of the body. When it passes, the watchdog shuts the
-    socket down and the attempt ends as `timeout: <phase> …`; it never lasts much longer,
-    whatever the receiver does. The lookup and the connect are each also bounded by
-    `connect_timeout`. A stopping worker may cut the attempt sooner (`interrupted: …`)."""
+    the response headers and the first KiB of the body. When it passes the connection is
+    closed and the attempt ends as `timeout: <phase> after N s`, whatever the receiver does.
+    The lookup and the connect are each also bounded by `connect_timeout`. A stopping worker
+    may cut it sooner (`interrupted: …`, see Deadlines)."""
     started = time.monotonic()
+    parts = urlsplit(url)
+    phase = Phase(parts.scheme == "https")
+    refused = _literal_refusal(parts.hostname or "", client)
+    if refused is not None:
+        return Outcome(None, f"{refused.code}: {refused.detail}"[:500], None, _ms(started), None)
+    deadlines = deadlines if deadlines is not None else Deadlines()
+    loop = asyncio.get_running_loop()
+    deadline, cause = loop.time() + total_timeout, "timeout"
+    if deadlines.cap is not None and deadlines.cap < deadline:
+        deadline, cause = deadlines.cap, "shutdown"
+    running = _Running(phase, cause)
+    deadlines._running.add(running)
+    current = ATTEMPT.set(phase)
     all_headers = {"content-type": "application/json", "user-agent": USER_AGENT, **headers}
-    # The watchdog ends the attempt at its deadline; the per-read timeout is only a backstop.
-    timeout = Timeout(connect=min(connect_timeout, total_timeout), read=total_timeout + 1)
-    with watchdog.watch(total_timeout) as watch:
-        try:
-            response = post(session, url, body, all_headers, timeout)
-        except (DestinationRefusedError, DestinationUnresolvedError) as exc:
-            return Outcome(None, f"{exc.code}: {exc.detail}"[:500], None, _ms(started), None)
-        except requests.RequestException as exc:
-            return Outcome(None, _failure(exc, watch, total_timeout), None, _ms(started), None)
-        watch.enter("reading the response body")
-        with response:
-            try:
-                text = _read_truncated(response)
-            except requests.RequestException:
-                text = ""  # the status arrived: the body is only kept for the log
-    if watch.expired:
-        return Outcome(None, _cut(watch, total_timeout), None, _ms(started), None)
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
-    return Outcome(response.status_code, None, text, _ms(started), retry_after)
+    try:
+        async with asyncio.timeout_at(deadline) as running.timeout:
+            async with client.session.post(
+                url,
+                data=Body(body, phase),
+                headers=all_headers,
+                allow_redirects=False,
+                proxy=client.proxy,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+                trace_request_ctx=phase,
+            ) as response:
+                phase.enter("reading the response body")
+                text = await _first_kib(response)
+                status, retry_header = response.status, response.headers.get("Retry-After")
+    except TimeoutError:
+        phase.frozen = True
+        phase.abort()
+        if running.timeout is not None and running.timeout.expired():
+            return Outcome(None, _cut(running, total_timeout), None, _ms(started), None)
+        return Outcome(None, f"timeout: {phase.name}", None, _ms(started), None)
+    except aiohttp.ClientError as exc:
+        return Outcome(None, _failure(exc)[:500], None, _ms(started), None)
+    finally:
+        ATTEMPT.reset(current)
+        deadlines._running.discard(running)
+    retry_after = parse_retry_after(retry_header, now)
+    return Outcome(status, None, text, _ms(started), retry_after)
 
 
-def _failure(exc: requests.RequestException, watch: Watch, total_timeout: float) -> str:
-    if watch.expired:
-        return _cut(watch, total_timeout)
-    if isinstance(exc, requests.Timeout) or isinstance(_innermost(exc), TimeoutError):
-        return f"timeout: {watch.phase}"
-    if isinstance(exc, requests.exceptions.ProxyError):
-        inner = _innermost(exc)
-        message = inner.args[0] if inner.args and isinstance(inner.args[0], str) else inner
-        return f"egress_proxy_error: {message}"[:500]
-    if isinstance(exc, requests.exceptions.SSLError):
-        inner = _innermost(exc)
+def _literal_refusal(
+    host: str, client: Client
+) -> DestinationRefusedError | DestinationUnresolvedError | None:
+    """An IP literal is connected to as written (no lookup): vet it here. Through an egress
+    proxy, which connects for us, it is the proxy's to refuse as well."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    try:
+        vet(host, [host], client.allow_private)
+    except (DestinationRefusedError, DestinationUnresolvedError) as refusal:
+        return refusal
+    return None
+
+
+async def _first_kib(response: aiohttp.ClientResponse) -> str:
+    """The first KiB of the body (all of it if shorter), as text for the log."""
+    chunk = b""
+    while len(chunk) < MAX_RESPONSE_BYTES:
+        part = await response.content.read(MAX_RESPONSE_BYTES - len(chunk))
+        if not part:
+            break
+        chunk += part
+    # PostgreSQL text cannot hold NUL; a receiver's bytes must never break recording.
+    return chunk.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+def _failure(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorDNSError) and isinstance(
+        exc.os_error, RefusedDestination
+    ):
+        refusal = exc.os_error.refusal
+        return f"{refusal.code}: {refusal.detail}"
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        target = f"{exc.request_info.url.host}:{exc.request_info.url.port}"
+        return (
+            f"egress_proxy_error: egress proxy refused CONNECT {target}: {exc.status} {exc.message}"
+        )
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return f"egress_proxy_error: {exc.os_error}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        inner = exc.certificate_error
         detail = inner.verify_message if isinstance(inner, ssl.SSLCertVerificationError) else ""
         suffix = f" (certificate verify failed: {detail})" if detail else ""
         return f"connection_error: SSLError{suffix}"
-    if isinstance(exc, requests.ConnectionError):
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "connection_error: SSLError"
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
         return f"connection_error: {type(exc).__name__}"
     return f"request_error: {type(exc).__name__}"
 
 
-def _cut(watch: Watch, total_timeout: float) -> str:
-    if watch.cause == "shutdown":
-        return f"interrupted: the worker stopped while {watch.phase}"
-    return f"timeout: {watch.phase} after {total_timeout:g} s"
-
-
-def _innermost(exc: BaseException) -> BaseException:
-    """The error under requests' and urllib3's wrappers (MaxRetryError.reason, args[0])."""
-    for _ in range(8):
-        inner = getattr(exc, "reason", None)
-        if not isinstance(inner, BaseException) and exc.args:
-            inner = exc.args[0]
-        if not isinstance(inner, BaseException):
-            break
-        exc = inner
-    return exc
+def _cut(running: _Running, total_timeout: float) -> str:
+    if running.cause == "shutdown":
+        return f"interrupted: the worker stopped while {running.phase.name}"
+    return f"timeout: {running.phase.name} after {total_timeout:g} s"
 
 
 def _ms(started: float) -> int:

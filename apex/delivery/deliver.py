@@ -10,16 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-import requests
 from sqlalchemy.engine import Engine
 
 from apex import metrics, subscriptions
 from apex.db import utcnow
 from apex.delivery import circuit, store
-from apex.delivery.attempt import Outcome, attempt
+from apex.delivery.attempt import Deadlines, Outcome, attempt
 from apex.delivery.backoff import Decision, decide
 from apex.delivery.destinations import Policy, check
 from apex.delivery.signing import sign
+from apex.delivery.transport import Client
 from apex.errors import DestinationRefusedError
 from apex.events import body_of
 from apex.secretbox import SecretBox
@@ -31,7 +31,6 @@ log = logging.getLogger("apex.delivery")
 class DeliveryContext:
     engine: Engine
     box: SecretBox
-    session: requests.Session
     schedule: tuple[int, ...]
     disable_after: timedelta
     lease: timedelta
@@ -41,7 +40,7 @@ class DeliveryContext:
     rand: Callable[[], float] = field(default=random.random)
     # The destination rules checked before every attempt (destinations.Policy.of(settings)), so
     # turning APEX_ALLOW_HTTP off or narrowing the ports applies to existing subscriptions. None
-    # leaves only the transport's check of resolved addresses (ssrf.PinnedAdapter).
+    # leaves only the transport's check of resolved addresses (transport.VettedResolver).
     destinations: Policy | None = None
     circuit: circuit.Rules = field(default_factory=circuit.Rules)
 
@@ -102,10 +101,13 @@ def claim(ctx: DeliveryContext, delivery_ids: list[str], probe: bool = False) ->
     return ready
 
 
-def send(ctx: DeliveryContext, ready: Ready) -> Attempted:
-    """Sign and POST one delivery and decide what comes next. Touches no database; never
-    raises: the receiver's behaviour, and a request that could not even be built, are
-    outcomes to record (so the retry schedule and `failed` still apply)."""
+async def send(
+    ctx: DeliveryContext, ready: Ready, client: Client, deadlines: Deadlines
+) -> Attempted:
+    """Sign and POST one delivery through `client` and decide what comes next (on the
+    client's event loop). Touches no database; never raises: the receiver's behaviour, and a
+    request that could not even be built, are outcomes to record (so the retry schedule and
+    `failed` still apply)."""
     c = ready.claimed
     now = ctx.clock()
     try:
@@ -117,9 +119,10 @@ def send(ctx: DeliveryContext, ready: Ready) -> Attempted:
             )
         else:
             headers = sign(ready.secrets, c.event_id, int(now.timestamp()), body)
-            outcome = attempt(
-                ctx.session, c.url, body, headers, ctx.connect_timeout, ctx.total_timeout, now
-            )
+            outcome = await attempt(
+                client, c.url, body, headers, ctx.connect_timeout, ctx.total_timeout, now,
+                deadlines,
+            )  # fmt: skip
     except Exception as exc:
         log.exception("delivery %s: could not be sent", c.id)
         outcome = Outcome(None, f"internal_error: {type(exc).__name__}", None, 0, None)

@@ -157,6 +157,13 @@ def resolve_public(
             raise DestinationUnresolvedError(
                 f"destination {host} does not resolve ({error})"
             ) from None
+    return vet(host, answers, allow_private)
+
+
+def vet(host: str, answers: list[str], allow_private: bool) -> list[IPAddress]:
+    """The addresses `host` resolved to (`answers`, in resolver order), without duplicates,
+    if they may be connected to; raises as resolve_public does otherwise."""
+    host = host.strip("[]")
     addresses = list(dict.fromkeys(ipaddress.ip_address(a) for a in answers))
     if not addresses:
         raise DestinationUnresolvedError(f"destination {host} resolves to no address")
