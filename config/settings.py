@@ -49,7 +49,7 @@ class Settings:
     retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE  # APEX_RETRY_SCHEDULE
     disable_after: int = 5 * 86400  # APEX_DISABLE_AFTER, seconds
     rotation_overlap: int = 86400  # APEX_ROTATION_OVERLAP, seconds
-    delivery_concurrency: int = 16  # APEX_DELIVERY_CONCURRENCY, requests in flight per worker
+    delivery_concurrency: int = 64  # APEX_DELIVERY_CONCURRENCY, requests in flight per worker
     endpoint_concurrency: int = 8  # APEX_ENDPOINT_CONCURRENCY, per subscription, all workers
     circuit_failures: int = 5  # APEX_CIRCUIT_FAILURES, consecutive unreachable attempts to open
     circuit_probe: int = 10  # APEX_CIRCUIT_PROBE, seconds to the first probe of an open circuit
@@ -291,7 +291,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         retry_schedule=get("APEX_RETRY_SCHEDULE", _schedule, DEFAULT_RETRY_SCHEDULE),
         disable_after=get("APEX_DISABLE_AFTER", _positive_int, 5 * 86400),
         rotation_overlap=get("APEX_ROTATION_OVERLAP", _positive_int, 86400),
-        delivery_concurrency=get("APEX_DELIVERY_CONCURRENCY", _positive_int, 16),
+        delivery_concurrency=get("APEX_DELIVERY_CONCURRENCY", _positive_int, 64),
         endpoint_concurrency=get("APEX_ENDPOINT_CONCURRENCY", _positive_int, 8),
         circuit_failures=get("APEX_CIRCUIT_FAILURES", _positive_int, 5),
         circuit_probe=get("APEX_CIRCUIT_PROBE", _positive_int, 10),
