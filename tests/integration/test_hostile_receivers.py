@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,9 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
-from apex.delivery.attempt import Outcome, attempt
-from apex.delivery.transport import Client, EventLoop
 from apex.models import attempts as attempt_table
 from apex.models import deliveries as delivery_table
+from tests.delivery_helpers import attempt_once
 from tests.integration.conftest import signal_group, wait_for
 from tests.integration.egress import ConnectProxy, private_ca
 from tests.integration.hostile import MODES, HostileReceiver
@@ -105,27 +103,6 @@ def test_every_attempt_to_a_hostile_receiver_ends_at_its_deadline(
         assert receiver.most_at_once[event["id"]] == 1, mode  # never in flight twice
     log = (tmp_path / "workers-0.log").read_text()
     assert "superseded" not in log
-
-
-def attempt_once(
-    url: str, body: bytes, connect_timeout: float, total_timeout: float, **client: Any
-) -> Outcome:
-    """One attempt through a new client on an event loop of its own thread, as a worker's
-    lane makes it (a lookup stuck on an executor thread then holds nothing up)."""
-
-    async def run() -> Outcome:
-        http = Client.create(allow_private=True, **client)
-        try:
-            headers = {"webhook-id": "evt_once"}
-            return await attempt(http, url, body, headers, connect_timeout, total_timeout, now())
-        finally:
-            await http.close()
-
-    loop = EventLoop("test-attempt")
-    try:
-        return loop.run(run())
-    finally:
-        loop.stop()
 
 
 @pytest.mark.filterwarnings("ignore:Sending a large body directly")  # 8 MB; a delivery is 256 KiB
@@ -295,7 +272,3 @@ def test_sigterm_stops_a_worker_busy_on_dripping_receivers_in_time(
     assert {d["status"] for d in found} == {"pending"}  # cut or handed back: delivered later
     errors = [a["error"] for d in found for a in d["attemptLog"]]
     assert len(errors) == 4 and all(e.startswith("timeout: ") for e in errors), errors
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
