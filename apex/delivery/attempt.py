@@ -113,7 +113,7 @@ async def attempt(
             return Outcome(None, _cut(running, total_timeout), None, _ms(started), None)
         return Outcome(None, f"timeout: {phase.name}", None, _ms(started), None)
     except aiohttp.ClientError as exc:
-        return Outcome(None, _failure(exc)[:500], None, _ms(started), None)
+        return Outcome(None, _failure(exc, client.proxy)[:500], None, _ms(started), None)
     finally:
         ATTEMPT.reset(current)
         deadlines._running.discard(running)
@@ -149,11 +149,13 @@ async def _first_kib(response: aiohttp.ClientResponse) -> str:
     return chunk.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
-def _failure(exc: aiohttp.ClientError) -> str:
+def _failure(exc: aiohttp.ClientError, proxy: str | None) -> str:
     if isinstance(exc, aiohttp.ClientConnectorDNSError) and isinstance(
         exc.os_error, RefusedDestination
     ):
         refusal = exc.os_error.refusal
+        if proxy is not None:  # through a proxy, only the proxy's name is resolved here
+            return f"egress_proxy_error: egress proxy unreachable: {refusal.detail}"
         return f"{refusal.code}: {refusal.detail}"
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         target = f"{exc.request_info.url.host}:{exc.request_info.url.port}"

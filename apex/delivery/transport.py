@@ -12,7 +12,8 @@
   certifi's roots; environment variables (proxies, netrc) are ignored, no cookies are kept.
 - With `egress_proxy` (http://[user:password@]host:port) every delivery goes through that
   proxy: an https:// one as a CONNECT tunnel to the URL's host and port, TLS verified end to
-  end; the proxy resolves the names, and must refuse internal ones."""
+  end; the proxy resolves the names, and must refuse internal ones. The proxy's own name is
+  resolved here and not vetted: it is ours, typically on a private network."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import certifi
@@ -52,10 +54,19 @@ class RefusedDestination(OSError):
 
 
 class VettedResolver(AbstractResolver):
-    def __init__(self, allow_private: bool, lookup: Lookup, dns_timeout: float) -> None:
+    """Resolves with `lookup` and vets the answers (ssrf.vet), except for `proxy_host`."""
+
+    def __init__(
+        self,
+        allow_private: bool,
+        lookup: Lookup,
+        dns_timeout: float,
+        proxy_host: str | None = None,
+    ) -> None:
         self._allow_private = allow_private
         self._lookup = lookup
         self._dns_timeout = dns_timeout
+        self._proxy_host = proxy_host
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -68,7 +79,7 @@ class VettedResolver(AbstractResolver):
         try:
             if isinstance(answers, Exception):
                 raise answers
-            addresses = vet(host, answers, self._allow_private)
+            addresses = vet(host, answers, self._allow_private or host == self._proxy_host)
         except (DestinationRefusedError, DestinationUnresolvedError) as refusal:
             raise RefusedDestination(refusal) from None
         return [
@@ -196,10 +207,12 @@ class Client:
         egress_proxy: str | None = None,
         dns_timeout: float = 5.0,
     ) -> Client:
+        # With a proxy, aiohttp resolves nothing but the proxy's name (as in its URL).
+        proxy_host = urlsplit(egress_proxy).hostname if egress_proxy else None
         connector = _Connector(
             limit=0,  # the dispatcher limits requests; the pool only keeps connections
             ssl=_tls_context(ca_bundle),
-            resolver=VettedResolver(allow_private, lookup, dns_timeout),
+            resolver=VettedResolver(allow_private, lookup, dns_timeout, proxy_host),
             ttl_dns_cache=10,
             enable_cleanup_closed=True,
         )

@@ -1,4 +1,5 @@
-"""SSRF guard: address classification, resolution, and the pinned transport (loopback only)."""
+"""SSRF guard: address classification and resolution, and the transport that applies them
+(transport.Client and attempt(), against real servers on loopback)."""
 
 from __future__ import annotations
 
@@ -6,34 +7,25 @@ import ipaddress
 import socket
 import ssl
 import threading
-import time
-from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
-import requests
 from pytest_httpserver import HTTPServer
-from urllib3.util import Timeout
 from werkzeug import Request, Response
 
-from apex.delivery.ssrf import (
-    PinnedAdapter,
-    is_public_address,
-    new_session,
-    post,
-    refusal_reason,
-    resolve_public,
-)
+from apex.delivery.attempt import Outcome
+from apex.delivery.ssrf import is_public_address, refusal_reason, resolve_public
 from apex.errors import DestinationRefusedError, DestinationUnresolvedError
-from tests.integration.egress import PrivateCa, private_ca
+from tests.delivery_helpers import Sender, sending
+from tests.integration.egress import ConnectProxy, PrivateCa, private_ca
 
-TIMEOUT = Timeout(connect=5, total=15)
 BODY = b'{"id":"evt_1","type":"lead.created"}'
-HEADERS = {"content-type": "application/json", "webhook-id": "evt_1"}
+PRIVATE_RULE = "refused unless APEX_ALLOW_PRIVATE_DESTINATIONS=1"
 
 
 @pytest.mark.parametrize(
@@ -216,24 +208,26 @@ def test_unresolvable_host_is_reported_as_unresolved(allow_private: bool) -> Non
         resolve_public("empty.test", 443, allow_private, lookup=lookup)
 
 
-# --- the pinned transport, against real servers on 127.0.0.1 -------------------------------
+# --- the transport, against real servers on loopback ---------------------------------------
 
 
 @dataclass(frozen=True)
 class Reply:
-    status: int
-    body: bytes
+    status: int | None
+    body: str | None
+    error: str | None
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> Reply:
+        return cls(outcome.status_code, outcome.response_body, outcome.error)
 
 
-def deliver(
-    session: requests.Session,
-    url: str,
-    headers: Mapping[str, str] = HEADERS,
-    timeout: Timeout = TIMEOUT,
-) -> Reply:
-    """Use post() as a delivery does: keep the status and at most the first KiB of the body."""
-    with post(session, url, BODY, headers, timeout) as response:
-        return Reply(response.status_code, response.raw.read(1024))
+OK = Reply(200, "ok", None)
+
+
+def deliver(sender: Sender, url: str, total_timeout: float = 15) -> Reply:
+    """An attempt as a delivery makes it: the status and at most the first KiB of the body."""
+    return Reply.of(sender.attempt(url, BODY, total_timeout=total_timeout))
 
 
 @contextmanager
@@ -269,25 +263,92 @@ def test_posts_to_the_vetted_address_with_the_original_host_header(
 ) -> None:
     server.expect_request("/hook", method="POST", data=BODY).respond_with_data("ok")
 
-    with new_session(allow_private=True, lookup=receiver_test) as session:
-        reply = deliver(session, f"http://receiver.test:{server.port}/hook")
+    with sending(lookup=receiver_test) as sender:
+        reply = deliver(sender, f"http://receiver.test:{server.port}/hook")
 
-    assert reply == Reply(200, b"ok")
+    assert reply == OK
     (request, _), *_ = server.log
     assert request.headers["Host"] == f"receiver.test:{server.port}"
-    assert request.headers["webhook-id"] == "evt_1"
+    assert request.headers["webhook-id"] == "evt_once"
     assert request.headers["content-type"] == "application/json"
     assert receiver_test.calls == [("receiver.test", server.port)]
 
 
-def test_refuses_loopback_without_connecting(server: HTTPServer) -> None:
+@dataclass
+class Rebinding:
+    """DNS rebinding: the first answer is the receiver, every later one somewhere else."""
+
+    first: str
+    later: str
+    calls: int = 0
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.calls += 1
+        return [self.first if self.calls == 1 else self.later]
+
+
+def test_connects_to_the_answer_it_vetted_never_to_a_second_lookup(server: HTTPServer) -> None:
+    server.expect_request("/hook").respond_with_data("ok")
+    rebinding = Rebinding(first="127.0.0.1", later="127.0.0.2")  # nothing listens there
+
+    with sending(lookup=rebinding) as sender:
+        reply = deliver(sender, f"http://rebind.test:{server.port}/hook")
+
+    assert reply == OK
+    assert rebinding.calls == 1  # the one answer vetted is the one connected to
+    assert len(server.log) == 1
+
+
+@pytest.mark.parametrize(
+    ("literal", "reason"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("[::1]", "loopback"),
+        ("[::ffff:127.0.0.1]", "IPv4-mapped"),
+        ("169.254.169.254", "cloud metadata"),
+        ("[fd00:ec2::254]", "cloud metadata"),
+        ("10.0.0.1", "private"),
+    ],
+)
+def test_refuses_a_non_public_ip_literal_without_connecting(
+    server: HTTPServer, literal: str, reason: str
+) -> None:
+    server.expect_request("/hook").respond_with_data("ok")
+    lookup = FakeResolver({})
+
+    with sending(allow_private=False, lookup=lookup) as sender:
+        reply = deliver(sender, f"http://{literal}:{server.port}/hook")
+
+    address = literal.strip("[]")
+    assert reply.error == f"destination_refused: destination {address} is {reason}, refused"
+    assert lookup.calls == []
+    assert server.log == []
+
+
+@pytest.mark.parametrize("host", ["localhost", "0x7f.0.0.1"])
+def test_refuses_a_name_the_system_resolves_to_loopback_without_connecting(
+    server: HTTPServer, host: str
+) -> None:
     server.expect_request("/hook").respond_with_data("ok")
 
-    with new_session(allow_private=False) as session:
-        for host in ("localhost", "127.0.0.1", "[::1]"):
-            with pytest.raises(DestinationRefusedError, match="loopback"):
-                deliver(session, f"http://{host}:{server.port}/hook")
+    with sending(allow_private=False) as sender:  # the system resolver
+        reply = deliver(sender, f"http://{host}:{server.port}/hook")
 
+    assert reply.error == (
+        f"destination_refused: destination {host} resolves to a loopback address, {PRIVATE_RULE}"
+    )
+    assert server.log == []
+
+
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "0177.0.0.1"])
+def test_a_legacy_numeric_ipv4_form_is_never_connected_to(server: HTTPServer, host: str) -> None:
+    # aiohttp reads these as IP addresses and refuses the non-canonical form outright.
+    server.expect_request("/hook").respond_with_data("ok")
+
+    for allow_private in (False, True):
+        with sending(allow_private=allow_private) as sender:
+            reply = deliver(sender, f"http://{host}:{server.port}/hook")
+        assert reply == Reply(None, None, "request_error: InvalidUrlClientError")
     assert server.log == []
 
 
@@ -296,11 +357,74 @@ def test_refuses_a_name_resolving_to_a_private_address_without_connecting(
 ) -> None:
     server.expect_request("/hook").respond_with_data("ok")
 
-    with new_session(allow_private=False, lookup=receiver_test) as session:
-        with pytest.raises(DestinationRefusedError, match="receiver.test resolves to a loopback"):
-            deliver(session, f"http://receiver.test:{server.port}/hook")
+    with sending(allow_private=False, lookup=receiver_test) as sender:
+        reply = deliver(sender, f"http://receiver.test:{server.port}/hook")
 
+    assert reply.error == (
+        f"destination_refused: destination receiver.test resolves to a loopback address, "
+        f"{PRIVATE_RULE}"
+    )
     assert server.log == []
+
+
+@pytest.mark.parametrize(
+    ("answers", "rule"),
+    [
+        (["8.8.8.8", "127.0.0.1"], "loopback"),
+        (["2606:4700::1111", "8.8.8.8", "10.0.0.1"], "private"),
+    ],
+)
+def test_refuses_a_name_with_one_private_address_among_public_ones(
+    server: HTTPServer, answers: list[str], rule: str
+) -> None:
+    server.expect_request("/hook").respond_with_data("ok")
+    lookup = FakeResolver({"mixed.test": answers})
+
+    with sending(allow_private=False, lookup=lookup) as sender:
+        reply = deliver(sender, f"http://mixed.test:{server.port}/hook")
+
+    assert reply == Reply(
+        None,
+        None,
+        f"destination_refused: destination mixed.test resolves to a {rule} address, {PRIVATE_RULE}",
+    )  # the rule, never the address: a refusal must not map internal names
+    assert server.log == []
+
+
+def test_a_refusal_names_the_rule_never_the_embedded_address() -> None:
+    lookup = FakeResolver({"six.test": ["2002:a00:1::1"], "nat.test": ["64:ff9b::a00:1"]})
+
+    with sending(allow_private=False, lookup=lookup) as sender:
+        for name in lookup.table:
+            error = deliver(sender, f"https://{name}/hook").error or ""
+            assert error.startswith(f"destination_refused: destination {name} resolves to a priv")
+            assert "10.0.0.1" not in error and "a00:1" not in error
+
+
+def bad_label(host: str, port: int) -> list[str]:
+    raise UnicodeError("label empty or too long")
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_a_name_that_does_not_resolve_is_reported_as_unresolved(allow_private: bool) -> None:
+    lookup = FakeResolver({"empty.test": []})
+
+    with sending(allow_private=allow_private, lookup=lookup) as sender:
+        nowhere = deliver(sender, "https://nowhere.test/hook")
+        empty = deliver(sender, "https://empty.test/hook")
+    with sending(allow_private=allow_private, lookup=bad_label) as sender:
+        invalid = deliver(sender, "https://invalid.test/hook")
+
+    assert nowhere.error == (
+        "destination_unresolved: destination nowhere.test does not resolve "
+        "([Errno -2] Name or service not known)"
+    )
+    assert empty.error == "destination_unresolved: destination empty.test resolves to no address"
+    assert invalid.error == (
+        "destination_unresolved: destination invalid.test does not resolve "
+        "(label empty or too long)"
+    )
+    assert lookup.calls == [("nowhere.test", 443), ("empty.test", 443)]
 
 
 def test_does_not_follow_redirects(server: HTTPServer, receiver_test: FakeResolver) -> None:
@@ -309,71 +433,63 @@ def test_does_not_follow_redirects(server: HTTPServer, receiver_test: FakeResolv
     )
     server.expect_request("/elsewhere").respond_with_data("followed")
 
-    with new_session(allow_private=True, lookup=receiver_test) as session:
-        reply = deliver(session, f"http://receiver.test:{server.port}/hook")
+    with sending(lookup=receiver_test) as sender:
+        reply = deliver(sender, f"http://receiver.test:{server.port}/hook")
 
-    assert reply == Reply(302, b"moved")
+    assert reply == Reply(302, "moved", None)
     assert [request.path for request, _ in server.log] == ["/hook"]
 
 
 @pytest.mark.parametrize("status", [200, 307])
-def test_reads_no_more_of_a_body_than_asked(status: int, receiver_test: FakeResolver) -> None:
-    # The receiver announces 100 MB, sends 1 KiB and stalls: reading more would hang until
-    # the timeout (a redirect is where requests' Session.send would read it all).
+def test_reads_no_more_of_a_body_than_the_first_kib(
+    status: int, receiver_test: FakeResolver
+) -> None:
+    # The receiver announces 100 MB, sends 1 KiB and stalls: reading more would end the
+    # attempt at its deadline, as a timeout instead of the receiver's status.
     with Receiver.serving(status=status, declared_length=100_000_000) as receiver:
-        with new_session(allow_private=True, lookup=receiver_test) as session:
-            started = time.monotonic()
-            reply = deliver(session, f"http://receiver.test:{receiver.port}/hook")
-            elapsed = time.monotonic() - started
+        with sending(lookup=receiver_test) as sender:
+            reply = deliver(sender, f"http://receiver.test:{receiver.port}/hook", 10)
 
-    assert reply == Reply(status, b"x" * 1024)
-    assert elapsed < 5
+    assert reply == Reply(status, "x" * 1024, None)
 
 
-def test_reuses_the_pinned_connection_and_vets_every_request(
+def test_reuses_a_kept_alive_connection_to_the_vetted_address(
     keep_alive_server: Receiver, receiver_test: FakeResolver
 ) -> None:
     url = f"http://receiver.test:{keep_alive_server.port}/hook"
 
-    with new_session(allow_private=True, lookup=receiver_test) as session:
-        for _ in range(3):
-            assert deliver(session, url) == Reply(200, b"ok")
-        adapter = session.get_adapter(url)
-        assert isinstance(adapter, PinnedAdapter)
-        pools = len(adapter.poolmanager.pools)
+    with sending(lookup=receiver_test) as sender:
+        replies = [deliver(sender, url) for _ in range(3)]
 
+    assert replies == [OK] * 3
     assert len({seen.client_port for seen in keep_alive_server.seen}) == 1  # one connection
-    assert pools == 1
-    assert len(receiver_test.calls) == 3  # yet every request was resolved and vetted afresh
+    assert receiver_test.calls == [("receiver.test", keep_alive_server.port)]  # vetted once
 
 
-def test_a_new_answer_gets_a_new_pool_not_the_old_pinned_connection(
-    keep_alive_server: Receiver, receiver_test: FakeResolver
-) -> None:
-    url = f"http://receiver.test:{keep_alive_server.port}/hook"
-
-    with new_session(allow_private=True, lookup=receiver_test) as session:
-        assert deliver(session, url).status == 200
-        # The name now points where nothing listens: the request must go there, not through
-        # the kept-alive connection to 127.0.0.1.
-        receiver_test.table["receiver.test"] = ["127.0.0.2"]
-        with pytest.raises(requests.ConnectionError):
-            deliver(session, url, timeout=Timeout(connect=2, total=5))
-
-    assert len(keep_alive_server.seen) == 1
-
-
-def test_ignores_proxies_from_the_environment(
-    server: HTTPServer, receiver_test: FakeResolver, monkeypatch: pytest.MonkeyPatch
+def test_ignores_proxies_and_netrc_from_the_environment(
+    server: HTTPServer,
+    receiver_test: FakeResolver,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")  # discard port: nothing listens
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine receiver.test login apex password leaked\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
     server.expect_request("/hook").respond_with_data("ok")
 
-    with new_session(allow_private=True, lookup=receiver_test) as session:
-        reply = deliver(session, f"http://receiver.test:{server.port}/hook")
+    with sending(lookup=receiver_test) as sender:
+        reply = deliver(sender, f"http://receiver.test:{server.port}/hook")
 
-    assert reply == Reply(200, b"ok")
+    assert reply == OK
+    (request, _), *_ = server.log
+    assert "Authorization" not in request.headers
+
+
+def echo_cookie(request: Request) -> Response:
+    return Response(request.headers.get("Cookie", "none"))
 
 
 def test_sends_no_cookies_back(server: HTTPServer, receiver_test: FakeResolver) -> None:
@@ -381,36 +497,52 @@ def test_sends_no_cookies_back(server: HTTPServer, receiver_test: FakeResolver) 
     server.expect_request("/check").respond_with_handler(echo_cookie)
     base = f"http://receiver.test:{server.port}"
 
-    with new_session(allow_private=True, lookup=receiver_test) as session:
-        deliver(session, f"{base}/set")
-        reply = deliver(session, f"{base}/check")
-        session.get(f"{base}/set").close()  # even plain Session use stores none
+    with sending(lookup=receiver_test) as sender:
+        assert deliver(sender, f"{base}/set").status == 200
+        reply = deliver(sender, f"{base}/check")
+        kept = len(sender.client.session.cookie_jar)
 
-    assert reply == Reply(200, b"none")
-    assert len(session.cookies) == 0
+    assert reply == Reply(200, "none", None)
+    assert kept == 0
 
 
-def test_one_session_serves_many_threads(
+def test_one_client_serves_many_attempts_at_once(
     keep_alive_server: Receiver, receiver_test: FakeResolver
 ) -> None:
     url = f"http://receiver.test:{keep_alive_server.port}/hook"
 
-    with new_session(allow_private=True, lookup=receiver_test, pool_maxsize=4) as session:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            replies = list(pool.map(lambda _: deliver(session, url), range(64)))
+    with sending(lookup=receiver_test) as sender:
+        outcomes = sender.attempt_all([url] * 64, BODY)
 
-    assert replies == [Reply(200, b"ok")] * 64
+    assert [Reply.of(outcome) for outcome in outcomes] == [OK] * 64
     assert len(keep_alive_server.seen) == 64
+    assert {seen.body for seen in keep_alive_server.seen} == {BODY}
 
 
-def test_post_requires_a_pinned_session() -> None:
-    with requests.Session() as session:
-        with pytest.raises(TypeError, match="no PinnedAdapter"):
-            deliver(session, "https://receiver.test/hook")
+def test_an_ipv6_literal_is_connected_to_as_written() -> None:
+    lookup = FakeResolver({})
+
+    with Receiver.serving(host="::1") as receiver, sending(lookup=lookup) as sender:
+        reply = deliver(sender, f"http://[::1]:{receiver.port}/hook")
+
+    assert reply == OK
+    assert receiver.seen == [Seen("/hook", f"[::1]:{receiver.port}", ANY, BODY)]
+    assert lookup.calls == []
 
 
-def echo_cookie(request: Request) -> Response:
-    return Response(request.headers.get("Cookie", "none"))
+def test_a_name_resolving_to_ipv6_is_connected_to_there() -> None:
+    lookup = FakeResolver({"v6.test": ["::1"]})
+
+    with Receiver.serving(host="::1") as receiver, sending(lookup=lookup) as sender:
+        reply = deliver(sender, f"http://v6.test:{receiver.port}/hook")
+    with sending(allow_private=False, lookup=lookup) as sender:
+        refused = deliver(sender, f"http://v6.test:{receiver.port}/hook")
+
+    assert reply == OK
+    assert receiver.seen == [Seen("/hook", f"v6.test:{receiver.port}", ANY, BODY)]
+    assert refused.error == (
+        f"destination_refused: destination v6.test resolves to a loopback address, {PRIVATE_RULE}"
+    )
 
 
 @dataclass(frozen=True)
@@ -422,7 +554,7 @@ class Seen:
 
 
 class Receiver:
-    """A stdlib HTTP/1.1 server on 127.0.0.1 that keeps connections alive (werkzeug, under
+    """A stdlib HTTP/1.1 server on loopback that keeps connections alive (werkzeug, under
     pytest-httpserver, closes each one) and records requests and, under TLS, SNI names.
 
     With `declared_length`, it announces that many body bytes, sends 1 KiB of "x" and then
@@ -442,6 +574,7 @@ class Receiver:
         tls: ssl.SSLContext | None = None,
         status: int = 200,
         declared_length: int | None = None,
+        host: str = "127.0.0.1",
     ) -> Iterator[Receiver]:
         receiver = cls()
 
@@ -475,11 +608,12 @@ class Receiver:
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
             def handle_error(self, request: object, client_address: object) -> None:
                 pass  # a client that rejects our certificate aborts mid-request: expected
 
-        httpd = Server(("127.0.0.1", 0), Handler)
+        httpd = Server((host, 0), Handler)
         if tls is not None:
 
             def record_sni(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
@@ -516,9 +650,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PrivateCa:
 
 @pytest.fixture
 def tls_server(pki: PrivateCa) -> Iterator[Receiver]:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki.cert_file, pki.key_file)
-    with Receiver.serving(context) as receiver:
+    with Receiver.serving(pki.server_context()) as receiver:
         yield receiver
 
 
@@ -529,10 +661,8 @@ def tls_names() -> FakeResolver:
     )
 
 
-def tls_session(pki: PrivateCa, lookup: FakeResolver) -> requests.Session:
-    session = new_session(allow_private=True, lookup=lookup)
-    session.verify = str(pki.ca_file)
-    return session
+def certificate_refused(reason: str) -> Reply:
+    return Reply(None, None, f"connection_error: SSLError (certificate verify failed: {reason})")
 
 
 def test_https_verifies_the_hostname_and_sends_it_as_sni(
@@ -540,10 +670,10 @@ def test_https_verifies_the_hostname_and_sends_it_as_sni(
 ) -> None:
     port = tls_server.port
 
-    with tls_session(pki, tls_names) as session:
-        reply = deliver(session, f"https://receiver.test:{port}/hook")
+    with sending(lookup=tls_names, ca_bundle=str(pki.ca_file)) as sender:
+        reply = deliver(sender, f"https://receiver.test:{port}/hook")
 
-    assert reply == Reply(200, b"ok")
+    assert reply == OK
     assert tls_server.sni == ["receiver.test"]
     assert tls_server.seen == [Seen("/hook", f"receiver.test:{port}", ANY, BODY)]
 
@@ -551,39 +681,37 @@ def test_https_verifies_the_hostname_and_sends_it_as_sni(
 def test_https_refuses_a_certificate_that_does_not_name_the_host(
     tls_server: Receiver, pki: PrivateCa, tls_names: FakeResolver
 ) -> None:
-    with tls_session(pki, tls_names) as session:
-        with pytest.raises(requests.exceptions.SSLError):
-            deliver(session, f"https://other.test:{tls_server.port}/hook")
+    with sending(lookup=tls_names, ca_bundle=str(pki.ca_file)) as sender:
+        reply = deliver(sender, f"https://other.test:{tls_server.port}/hook")
 
+    assert reply == certificate_refused(
+        "Hostname mismatch, certificate is not valid for 'other.test'."
+    )
     assert tls_server.sni == ["other.test"]
     assert tls_server.seen == []
 
 
 def test_https_refuses_an_unknown_issuer(tls_server: Receiver, tls_names: FakeResolver) -> None:
-    with new_session(allow_private=True, lookup=tls_names) as session:  # system CAs only
-        with pytest.raises(requests.exceptions.SSLError):
-            deliver(session, f"https://receiver.test:{tls_server.port}/hook")
+    with sending(lookup=tls_names) as sender:  # certifi's roots only
+        reply = deliver(sender, f"https://receiver.test:{tls_server.port}/hook")
 
+    assert reply == certificate_refused("unable to get local issuer certificate")
     assert tls_server.seen == []
 
 
-def test_https_pools_are_keyed_by_hostname_not_only_by_ip(
+def test_https_connections_are_kept_per_hostname_not_per_ip(
     tls_server: Receiver, pki: PrivateCa, tls_names: FakeResolver
 ) -> None:
     port = tls_server.port
 
-    with tls_session(pki, tls_names) as session:
-        for _ in range(2):
-            assert deliver(session, f"https://receiver.test:{port}/hook").status == 200
-        assert deliver(session, f"https://alt.test:{port}/hook").status == 200
+    with sending(lookup=tls_names, ca_bundle=str(pki.ca_file)) as sender:
+        replies = [deliver(sender, f"https://receiver.test:{port}/hook") for _ in range(2)]
+        replies.append(deliver(sender, f"https://alt.test:{port}/hook"))
         # Same IP as the verified receiver.test connection, but it must not be reused.
-        with pytest.raises(requests.exceptions.SSLError):
-            deliver(session, f"https://other.test:{port}/hook")
-        adapter = session.get_adapter(f"https://receiver.test:{port}/")
-        assert isinstance(adapter, PinnedAdapter)
-        names = sorted(key.key_server_hostname or "" for key in adapter.poolmanager.pools.keys())
+        other = deliver(sender, f"https://other.test:{port}/hook")
 
-    assert names == ["alt.test", "other.test", "receiver.test"]
+    assert replies == [OK] * 3
+    assert other.error and other.error.startswith("connection_error: SSLError (certificate")
     assert tls_server.sni == ["receiver.test", "alt.test", "other.test"]  # one handshake each
     assert [seen.host for seen in tls_server.seen] == [
         f"receiver.test:{port}",
@@ -592,3 +720,104 @@ def test_https_pools_are_keyed_by_hostname_not_only_by_ip(
     ]
     first, second, alt = (seen.client_port for seen in tls_server.seen)
     assert first == second != alt  # receiver.test kept its connection; alt.test got its own
+
+
+# --- an egress proxy: it resolves the names; TLS is still verified end to end ---------------
+
+
+@pytest.fixture
+def proxy() -> Iterator[ConnectProxy]:
+    with ConnectProxy.serving(deny=frozenset({"denied.test"})) as started:
+        yield started
+
+
+def test_tunnels_to_the_hostname_through_the_proxy_without_resolving_it(
+    tls_server: Receiver, pki: PrivateCa, proxy: ConnectProxy
+) -> None:
+    # receiver.test resolves nowhere here: only the proxy knows where it is. The proxy's own
+    # name resolves to loopback, which is no destination, yet it is ours and connected to.
+    port = tls_server.port
+    lookup = FakeResolver({"proxy.test": ["127.0.0.1"]})
+    via = proxy.url.replace("127.0.0.1", "proxy.test")
+
+    with sending(False, lookup=lookup, ca_bundle=str(pki.ca_file), egress_proxy=via) as sender:
+        reply = deliver(sender, f"https://receiver.test:{port}/hook")
+        denied = deliver(sender, f"https://denied.test:{port}/hook")
+        literal = deliver(sender, f"https://127.0.0.1:{port}/hook")
+
+    assert reply == OK
+    assert tls_server.sni == ["receiver.test"]  # the tunnel carries TLS for the hostname
+    assert tls_server.seen == [Seen("/hook", f"receiver.test:{port}", ANY, BODY)]
+    assert denied.error == (
+        f"egress_proxy_error: egress proxy refused CONNECT denied.test:{port}: 403 Forbidden"
+    )
+    assert literal.error == "destination_refused: destination 127.0.0.1 is loopback, refused"
+    assert proxy.tunnels == [f"receiver.test:{port}", f"denied.test:{port}"]  # not 127.0.0.1
+    assert lookup.calls == [("proxy.test", proxy.port)]
+
+
+def test_a_proxy_that_does_not_resolve_or_answer_is_an_egress_proxy_error() -> None:
+    lookup = FakeResolver({})
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]  # nothing listens once it is closed
+
+    with sending(False, lookup=lookup, egress_proxy="http://proxy.test:4750") as sender:
+        unresolved = deliver(sender, "https://receiver.test/hook")
+    with sending(False, lookup=lookup, egress_proxy=f"http://127.0.0.1:{port}") as sender:
+        unreachable = deliver(sender, "https://receiver.test/hook")
+
+    assert unresolved.error == (
+        "egress_proxy_error: egress proxy unreachable: destination proxy.test does not resolve "
+        "([Errno -2] Name or service not known)"
+    )
+    assert unreachable.error == (
+        f"egress_proxy_error: [Errno 111] Connect call failed ('127.0.0.1', {port})"
+    )
+
+
+@contextmanager
+def refusing_proxy(heads: list[bytes]) -> Iterator[int]:
+    """A proxy on 127.0.0.1 that records the head of each request and answers 407."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # the listener was closed
+                return
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
+                    head += chunk
+                heads.append(head)
+                conn.sendall(
+                    b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+                )
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join(5)
+
+
+def test_proxy_credentials_become_a_basic_proxy_authorization() -> None:
+    heads: list[bytes] = []
+
+    with refusing_proxy(heads) as port:
+        via = f"http://apex:s%40cret@127.0.0.1:{port}"
+        with sending(False, egress_proxy=via) as sender:
+            reply = deliver(sender, "https://receiver.test/hook")
+
+    assert reply.error == (
+        "egress_proxy_error: egress proxy refused CONNECT receiver.test:443: "
+        "407 Proxy Authentication Required"
+    )
+    (head,) = heads
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0] == "CONNECT receiver.test:443 HTTP/1.1"
+    assert "Proxy-Authorization: Basic YXBleDpzQGNyZXQ=" in lines  # base64("apex:s@cret")
