@@ -3,13 +3,10 @@ what a name resolves to (transport.VettedResolver applies it to every connection
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import cast
-from urllib.parse import unquote, urlsplit
 
 from apex.errors import DestinationRefusedError, DestinationUnresolvedError
 
@@ -177,30 +174,3 @@ def vet(host: str, answers: list[str], allow_private: bool) -> list[IPAddress]:
                 "APEX_ALLOW_PRIVATE_DESTINATIONS=1"
             )
     return addresses
-
-
-@dataclass(frozen=True)
-class EgressProxy:
-    """APEX_EGRESS_PROXY read as host, port and a Proxy-Authorization value. The transport
-    hands the URL to aiohttp, which reads it the same way; only tests/unit/test_egress_settings
-    still uses this (to be removed with that test)."""
-
-    host: str
-    port: int
-    authorization: str | None = field(default=None, repr=False)  # a Proxy-Authorization value
-
-    @classmethod
-    def from_url(cls, url: str) -> EgressProxy:
-        """Parse http://[user:password@]host:port; raises ValueError for anything else."""
-        parts = urlsplit(url)
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        if parts.scheme != "http" or not parts.hostname or port is None:
-            raise ValueError(f"expected http://[user:password@]host:port, got {parts.scheme}://…")
-        authorization = None
-        if parts.username is not None:
-            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            authorization = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        return cls(parts.hostname, port, authorization)

@@ -131,7 +131,6 @@ def _corpus_app(url: str, redis_server_url: str) -> Iterator[Flask]:
         try:
             yield application
         finally:
-            ctx.delivery.session.close()
             ctx.redis.close()
             ctx.engine.dispose()
             application.extensions["apex"].engine.dispose()

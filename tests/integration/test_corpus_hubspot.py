@@ -80,7 +80,6 @@ def worker_context(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.setattr(context, "_current", None)  # restored afterwards
     ctx = context.configure(settings)
     yield ctx
-    ctx.delivery.session.close()
     ctx.redis.close()
     ctx.engine.dispose()
 

@@ -190,7 +190,6 @@ def _outcome(url: str, redis_server_url: str, kind: str) -> Iterator[Outcome]:
         print(f"\nStripe corpus on {kind}: {dict(sorted(counts.items()))}")
     finally:
         for built in {id(ctx): ctx, id(context.current()): context.current()}.values():
-            built.delivery.session.close()
             built.redis.close()
             built.engine.dispose()
         context._current = previous

@@ -14,9 +14,11 @@ from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
 from apex.delivery import deliver
+from apex.delivery.attempt import Deadlines
 from apex.delivery.destinations import Policy
 from apex.models import deliveries as delivery_table
 from config import Settings
+from tests.delivery_helpers import sending
 from tests.factories import subscription_body
 from tests.integration.receivers import Receiver, deliveries, publish, subscribe
 from workers import context
@@ -130,20 +132,25 @@ def delivery_for(settings: Settings) -> Iterator[Any]:
     `settings` with `changes` would, with the destination policy of those settings."""
     built: list[context.WorkerContext] = []
 
-    def run(client: FlaskClient, **changes: Any) -> list[deliver.Result]:
+    def run(client: FlaskClient, policy: bool = True, **changes: Any) -> list[deliver.Result]:
         now = replace(settings, **changes)
         ctx = context.build(now)
         built.append(ctx)
-        delivery = replace(ctx.delivery, destinations=Policy.of(now))
+        # Without `policy` only the transport checks what a name resolves to.
+        delivery = replace(ctx.delivery, destinations=Policy.of(now) if policy else None)
         engine = client.application.extensions["apex"].engine
         with engine.connect() as conn:
             ids = list(conn.execute(sa.select(delivery_table.c.id)).scalars())
         ready = deliver.claim(delivery, ids)
-        return deliver.record(delivery, [deliver.send(delivery, r) for r in ready])
+        with sending(now.allow_private_destinations) as sender:
+            sent = [
+                sender.loop.run(deliver.send(delivery, r, sender.client, Deadlines()))
+                for r in ready
+            ]
+        return deliver.record(delivery, sent).results
 
     yield run
     for ctx in built:
-        ctx.delivery.session.close()
         ctx.redis.close()
         ctx.engine.dispose()
 
@@ -194,20 +201,8 @@ def test_a_refusal_at_delivery_never_tells_the_resolved_address(
     sub = subscribe(client, auth, receiver.url, ["lead.created"])
     publish(client, auth, "lead.created")
 
-    if policy_checks:
-        delivery_for(client, allow_private_destinations=False)
-    else:  # only the transport's check of what the name resolves to (ssrf.resolve_public)
-        ctx = context.build(replace(settings, allow_private_destinations=False))
-        try:
-            engine = client.application.extensions["apex"].engine
-            with engine.connect() as conn:
-                ids = list(conn.execute(sa.select(delivery_table.c.id)).scalars())
-            ready = deliver.claim(ctx.delivery, ids)
-            deliver.record(ctx.delivery, [deliver.send(ctx.delivery, r) for r in ready])
-        finally:
-            ctx.delivery.session.close()
-            ctx.redis.close()
-            ctx.engine.dispose()
+    # Without the policy, only the transport's check of what the name resolves to (its resolver).
+    delivery_for(client, policy=policy_checks, allow_private_destinations=False)
 
     [attempt] = deliveries(client, auth, sub["id"])[0]["attemptLog"]
     assert attempt["error"].startswith("destination_refused: ")

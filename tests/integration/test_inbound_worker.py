@@ -39,7 +39,6 @@ def worker_context(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Itera
     ctx = context.configure(settings)
     yield ctx
     for built in {id(ctx): ctx, id(context.current()): context.current()}.values():
-        built.delivery.session.close()  # with_retries() may have built a second one
         built.redis.close()
         built.engine.dispose()
 

@@ -323,7 +323,6 @@ def worker_context(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.setattr(context, "_current", None)  # restored afterwards
     ctx = context.configure(replace(settings, retention_days=30, failed_retention_days=90))
     yield ctx
-    ctx.delivery.session.close()
     ctx.redis.close()
     ctx.engine.dispose()
 
