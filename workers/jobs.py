@@ -188,7 +188,11 @@ def probe(subscription_id: str) -> int:
     ctx = context.current()
     now = utcnow()
     with ctx.engine.begin() as conn:
-        if not circuit.take_probe(conn, subscription_id, now, ctx.delivery.lease):
+        # RQ's scheduler keeps whole seconds: a job may run up to a second early.
+        if not circuit.take_probe(conn, subscription_id, now + store.EARLY, ctx.delivery.lease):
+            due = circuit.next_probe(conn, subscription_id)
+            if due is not None and due > now:  # still early: come back then
+                schedule_probe(ctx.redis, subscription_id, (due - now).total_seconds())
             return 0
         ids = store.due_of(conn, subscription_id, now, 1)
     return dispatcher().submit(ids, probe=True)

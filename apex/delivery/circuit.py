@@ -146,6 +146,15 @@ def take_probe(conn: Connection, subscription_id: str, now: datetime, hold: time
     )
 
 
+def next_probe(conn: Connection, subscription_id: str) -> datetime | None:
+    """When an open circuit's next probe may go; None when the circuit is closed."""
+    return conn.execute(
+        sa.select(subscriptions.c.probe_at).where(
+            subscriptions.c.id == subscription_id, subscriptions.c.circuit == OPEN
+        )
+    ).scalar_one_or_none()
+
+
 def probes_due(conn: Connection, now: datetime) -> list[str]:
     """Open circuits whose next probe is due (the sweeper's safety net for lost probe jobs)."""
     return list(
