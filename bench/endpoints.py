@@ -37,12 +37,11 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from apex.models import attempts, deliveries
-from bench.delivery import emit, percentile
+from bench.report import REPEATS, emit, percentile, ratio
 from bench.system import SCHEDULER, START_WITHIN, WORKER, JobCounts, System
 from tests.integration.hostile import HostileReceiver
 
 SCENARIOS = ("none", "hang", "drip_headers", "drip_body", "never_read")
-REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 RATE = int(os.environ.get("BENCH_RATE", "20"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "25"))
 HEALTHY = 5
@@ -162,10 +161,6 @@ def run(system: System, mode: str) -> Run:
     return Run(
         latencies, undelivered, rate, attempts_at(system, bad) if bad else 0, system.jobs_run()
     )
-
-
-def ratio(value: float, baseline: float) -> float | None:
-    return round(value / baseline, 2) if baseline > 0 else None
 
 
 def main() -> None:

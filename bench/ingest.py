@@ -38,7 +38,7 @@ from redis import Redis
 from apex.db import make_engine
 from apex.models import inbound_events, metadata
 from apex.secretbox import generate_key
-from bench.delivery import emit, percentile
+from bench.report import emit, percentile
 from config.settings import _database_url
 from launcher.embedded_redis import EmbeddedRedis, free_port
 from workers.inbound import READY_INBOUND

@@ -45,13 +45,12 @@ import apex.pipeline.tables  # noqa: F401  (registers the pipeline's tables on m
 from apex.db import make_engine
 from apex.models import metadata
 from apex.secretbox import generate_key
-from bench.delivery import emit, percentile
 from bench.ingest import Sender
+from bench.report import REPEATS, emit, percentile
 from config.settings import Settings, _database_url
 from launcher.embedded_redis import EmbeddedRedis, free_port
 
 SLOW = tuple(int(n) for n in os.environ.get("BENCH_SLOW_CLIENTS", "0,2,4,50").split(","))
-REPEATS = 3
 REQUESTS = 100  # normal requests per run
 PACE = 0.02  # seconds between normal requests
 RAMP = 1.5  # seconds for the slow clients to connect and start trickling before a run
