@@ -1,16 +1,25 @@
-"""Inbound benchmark: `python -m bench.ingest` from the repo root.
+"""Inbound benchmark: `python -m bench.ingest` (part of `make bench`).
 
-Signed Stripe events accepted per second by POST /api/webhooks/stripe, served by gunicorn with
-WORKERS sync workers to CLIENTS concurrent clients, vs a bare Flask endpoint answering 204
-(bench/bare_app.py) on the same gunicorn flags in the same run (ratio; goal >= 0.6), and the
-p50/p99 latency of both. Prints one JSON line per figure, each a median over REPEATS runs; the
-two servers are measured alternately within each run.
+The system as deployed: gunicorn -c config/gunicorn.py "app:create_app()" (WEB_CONCURRENCY and
+WEB_THREADS at their defaults) with `python -m workers` and `python -m workers.scheduled`
+running, and one subscription to every event type at the fast HTTPS receiver, so each inbound
+event is verified, stored and enqueued (202), then processed by the worker (the pipeline, and
+the webhooks it publishes delivered). CLIENTS concurrent clients post signed Stripe
+`payment_intent.succeeded` events, each with a new id signed on the fly with stripe's own
+library, for SUSTAIN seconds per run. The baseline is bench/bare_app.py (a Flask route answering
+204) under the same gunicorn config, sent the same signed bodies (REQUESTS per run) in the same
+run.
 
-Every request carries a new Stripe event id, signed on the fly with stripe's own library as a
-sender would, so each is verified, stored and enqueued (202). The baseline gets the same signed
-bodies, built the same way, so the ratio compares the servers, not the clients. Uses an embedded
-Redis and a temporary SQLite file unless BENCH_REDIS_URL / BENCH_DATABASE_URL are set (e.g. a
-PostgreSQL URL); BENCH_INGEST_REQUESTS sets the requests per run (default 3000).
+Prints one JSON line per figure, each a median over REPEATS runs:
+1. ingest_throughput: accepted/s with the worker running vs bare Flask (goal >= 0.6 on SQLite,
+   >= 0.8 on PostgreSQL), and the end-to-end rate: events accepted and processed within the
+   same SUSTAIN seconds, per second, with the backlog left at the end;
+2. ingest_cpu: CPU ms per inbound event of the web (gunicorn, all its processes) and of the
+   worker (processing it and delivering what it publishes);
+3. ingest_latency_bare / ingest_latency_apex: p50/p99 of the requests, and the clients' CPU as
+   a share of one core (near 100, the clients set the pace).
+Env: BENCH_REPEATS (3), BENCH_SUSTAIN (seconds, 30), BENCH_INGEST_REQUESTS (baseline requests
+per run, 3000); BENCH_REDIS_URL / BENCH_DATABASE_URL as in bench.system.
 """
 
 from __future__ import annotations
@@ -19,40 +28,33 @@ import json
 import os
 import secrets
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import requests
 import sqlalchemy as sa
 import stripe
-from redis import Redis
 
-from apex.db import make_engine
-from apex.models import inbound_events, metadata
-from apex.secretbox import generate_key
-from bench.report import emit, percentile
-from config.settings import _database_url
-from launcher.embedded_redis import EmbeddedRedis, free_port
-from workers.inbound import READY_INBOUND
+from apex.models import inbound_events
+from bench.report import REPEATS, emit, percentile, ratio
+from bench.system import BARE, SCHEDULER, WEB, WORKER, System
 
-REPEATS = 3
 CLIENTS = 8
-WORKERS = 2
 N = int(os.environ.get("BENCH_INGEST_REQUESTS", "3000"))
+SUSTAIN = float(os.environ.get("BENCH_SUSTAIN", "30"))
 WARMUP = CLIENTS * 20  # untimed requests per server before the first run
-RUN_SECONDS = 120.0  # a run stops sending after this long, whatever is left
+RUN_SECONDS = 120.0  # a counted run stops sending after this long, whatever is left
+SETTLE_WITHIN = 20.0  # seconds the worker may take to clear a run's backlog before the next
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read
 PATH = "/api/webhooks/stripe"
-ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = Path(sys.executable).parent / "gunicorn"
+GOALS = {"sqlite": 0.6, "postgresql": 0.8}
+CUSTOMERS = 1000
 
 
 @dataclass
@@ -76,52 +78,25 @@ class Run:
         return 100 * self.client_cpu / max(self.seconds, 1e-9)
 
 
-class Server:
-    """`gunicorn <app> -w WORKERS -b 127.0.0.1:<port>` as a subprocess, logging to `log_path`."""
+@dataclass(frozen=True)
+class Sustained:
+    """One SUSTAIN-second run against the deployed system."""
 
-    def __init__(self, name: str, app: str, env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.port = free_port(0)
-        self.url = f"http://127.0.0.1:{self.port}{PATH}"
-        self.log_path = log_path
-        self._log: IO[bytes] = log_path.open("wb")
-        args = [str(GUNICORN), app, "-w", str(WORKERS), "-b", f"127.0.0.1:{self.port}"]
-        self.process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+    run: Run
+    processed: int  # events the worker finished within the run
+    backlog: int  # accepted, not yet processed, at the end
+    web_cpu_ms: float  # per accepted event
+    worker_cpu_ms: float  # per processed event
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait until the server answers HTTP at all (any status)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} gunicorn exited:\n{self.log_tail()}")
-            try:
-                requests.get(f"http://127.0.0.1:{self.port}/", timeout=1)
-                return
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.name} gunicorn did not answer in {timeout}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def stop(self) -> None:
-        """SIGTERM (gunicorn stops its workers gracefully), SIGKILL if it takes over 30 s."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
+    @property
+    def processed_per_s(self) -> float:
+        return self.processed / max(self.run.seconds, 1e-9)
 
 
 class Sender:
-    """Builds and signs a Stripe `payment_intent.succeeded` event with a new id per request."""
+    """Builds and signs a Stripe `payment_intent.succeeded` event with a new id per request,
+    from one of CUSTOMERS customers (picked by the id), so the leads' histories stay the size
+    a real stream gives them instead of one lead piling up every payment."""
 
     def __init__(self, secret: str) -> None:
         self.secret = secret
@@ -137,6 +112,7 @@ class Sender:
 
     def signed(self, event_id: str) -> tuple[bytes, dict[str, str]]:
         now = int(time.time())
+        customer = zlib.crc32(event_id.encode()) % CUSTOMERS
         body = json.dumps(
             {
                 "id": event_id,
@@ -154,10 +130,10 @@ class Sender:
                         "amount": 12000,
                         "amount_received": 12000,
                         "currency": "usd",
-                        "customer": "cus_bench",
-                        "receipt_email": "ada@example.com",
+                        "customer": f"cus_bench{customer}",
+                        "receipt_email": f"buyer{customer}@example.com",
                         "status": "succeeded",
-                        "metadata": {"lead_id": "lead_bench", "plan": "growth"},
+                        "metadata": {"plan": "growth"},
                         "description": "x" * 300,
                     }
                 },
@@ -173,19 +149,28 @@ class Sender:
 
 
 def client(
-    sender: Sender, url: str, expect: int, prefix: str, count: int, start: threading.Barrier
+    sender: Sender,
+    url: str,
+    expect: int,
+    prefix: str,
+    count: int | None,
+    until: float,
+    start: threading.Barrier,
 ) -> Run:
-    """One client: its own keep-alive Session, `count` requests in a row, each signed on the
-    fly; stops early at RUN_SECONDS after the start."""
+    """One client: its own keep-alive Session, `count` requests in a row (None: as many as fit),
+    each signed on the fly, until `until` seconds after the start."""
     run = Run()
     with requests.Session() as session:
         start.wait()
-        deadline = time.monotonic() + RUN_SECONDS
-        for n in range(count):
+        deadline = time.monotonic() + until
+        n = 0
+        while count is None or n < count:
             if time.monotonic() > deadline:
-                run.errors["unsent_at_deadline"] += count - n
+                if count is not None:
+                    run.errors["unsent_at_deadline"] += count - n
                 break
             body, headers = sender.signed(f"evt_{prefix}_{n}")
+            n += 1
             sent = time.perf_counter()
             try:
                 response = session.post(url, data=body, headers=headers, timeout=REQUEST_TIMEOUT)
@@ -201,15 +186,19 @@ def client(
     return run
 
 
-def measure(sender: Sender, server: Server, expect: int, total: int) -> Run:
-    """`total` requests from CLIENTS clients started together; the clock runs from their common
-    start to the last answer."""
+def measure(
+    sender: Sender, url: str, expect: int, total: int | None, seconds: float = RUN_SECONDS
+) -> Run:
+    """`total` requests (None: for `seconds`) from CLIENTS clients started together; the clock
+    runs from their common start to the last answer."""
     start = threading.Barrier(CLIENTS + 1, timeout=30)
     batch = sender.batch()
-    counts = [total // CLIENTS + (1 if i < total % CLIENTS else 0) for i in range(CLIENTS)]
+    counts: list[int | None] = [None] * CLIENTS
+    if total is not None:
+        counts = [total // CLIENTS + (1 if i < total % CLIENTS else 0) for i in range(CLIENTS)]
     with ThreadPoolExecutor(CLIENTS) as pool:
         futures = [
-            pool.submit(client, sender, server.url, expect, f"{batch}c{i}", counts[i], start)
+            pool.submit(client, sender, url, expect, f"{batch}c{i}", counts[i], seconds, start)
             for i in range(CLIENTS)
         ]
         start.wait()
@@ -223,104 +212,115 @@ def measure(sender: Sender, server: Server, expect: int, total: int) -> Run:
         merged.errors.update(run.errors)
     merged.latencies.sort()
     if not merged.accepted:
-        raise RuntimeError(f"{server.name}: nothing accepted; {dict(merged.errors)}")
+        raise RuntimeError(f"{url}: nothing accepted; {dict(merged.errors)}")
     return merged
 
 
-def warm_up(sender: Sender, server: Server, expect: int) -> int:
-    """Untimed requests so both workers have booted, connected and filled their caches; any
-    unexpected answer stops the benchmark here. Returns the requests accepted."""
-    run = measure(sender, server, expect, WARMUP)
+def warm_up(sender: Sender, system: System, module: str, expect: int) -> None:
+    """Untimed requests so both web workers have booted, connected and filled their caches; any
+    unexpected answer stops the benchmark here."""
+    run = measure(sender, system.web_base + PATH, expect, WARMUP)
     if run.errors:
-        got, log = dict(run.errors), server.log_tail()
-        raise RuntimeError(f"{server.name} warm-up: expected {expect}, got {got}\n{log}")
-    return run.accepted
+        got = dict(run.errors)
+        raise RuntimeError(f"{module} warm-up: expected {expect}, got {got}{system.tail(module)}")
 
 
-def stored_and_enqueued(database_url: str, redis_url: str) -> tuple[int, int]:
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            stored = conn.execute(
-                sa.select(sa.func.count()).where(inbound_events.c.source == "stripe")
-            ).scalar_one()
-    finally:
-        engine.dispose()
-    enqueued = Redis.from_url(redis_url).llen(READY_INBOUND.key)  # ids waiting for a drain job
-    return int(stored), int(enqueued)
+def counts(system: System) -> tuple[int, int]:
+    """Stripe events stored, and those the worker is done with (processed, ignored, failed)."""
+    done = sa.func.sum(sa.case((inbound_events.c.status != "queued", 1), else_=0))
+    query = sa.select(sa.func.count(), done).where(inbound_events.c.source == "stripe")
+    with system.engine.connect() as conn:
+        stored, finished = conn.execute(query).one()
+    return int(stored), int(finished or 0)
 
 
-def ms(values: list[float]) -> float:
-    return round(statistics.median(values) * 1000, 2)
+def settle(system: System) -> None:
+    """Wait (up to SETTLE_WITHIN) until the worker has processed every stored event."""
+    deadline = time.monotonic() + SETTLE_WITHIN
+    while time.monotonic() < deadline:
+        stored, finished = counts(system)
+        if finished >= stored:
+            return
+        system.check()
+        time.sleep(0.5)
+
+
+def sustained(sender: Sender, system: System) -> Sustained:
+    settle(system)
+    _, finished = counts(system)
+    web, worker = system.cpu_seconds(WEB), system.cpu_seconds(WORKER)
+    run = measure(sender, system.web_base + PATH, 202, None, SUSTAIN)
+    web, worker = system.cpu_seconds(WEB) - web, system.cpu_seconds(WORKER) - worker
+    stored, now_finished = counts(system)
+    processed = now_finished - finished
+    return Sustained(
+        run,
+        processed,
+        stored - now_finished,
+        web / max(run.accepted, 1) * 1000,
+        worker / max(processed, 1) * 1000,
+    )
+
+
+def statuses(system: System) -> dict[str, int]:
+    query = sa.select(inbound_events.c.status, sa.func.count()).group_by(inbound_events.c.status)
+    with system.engine.connect() as conn:
+        return {status: int(n) for status, n in conn.execute(query)}
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        redis_server: EmbeddedRedis | None = None
-        servers: list[Server] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        system = System(Path(tmp))
         try:
-            redis_url = os.environ.get("BENCH_REDIS_URL")
-            if not redis_url:
-                redis_server = EmbeddedRedis(tmp / "redis", persist=False).start()
-                redis_url = redis_server.url
-            database_url = _database_url(
-                os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'bench.db'}"
-            )
-            engine = make_engine(database_url)
-            metadata.create_all(engine)
-            engine.dispose()
-            before, queued_before = stored_and_enqueued(database_url, redis_url)
-
+            system.reset()
+            system.subscribe(system.secure_base + "/ok", ["*"])
             webhook_secret = "whsec_" + secrets.token_hex(24)
             sender = Sender(webhook_secret)
-            env = {
-                **os.environ,
-                "REDIS_URL": redis_url,
-                "DATABASE_URL": database_url,
-                "APEX_SECRET_KEY": generate_key(),
-                "STRIPE_WEBHOOK_SECRET": webhook_secret,
-            }
-            bare = Server("bare", "bench.bare_app:app", env, tmp / "bare.log")
-            servers.append(bare)
-            apex = Server("apex", "app:create_app()", env, tmp / "apex.log")
-            servers.append(apex)
-            for server in servers:
-                server.wait_ready()
-            warm_up(sender, bare, 204)
-            accepted = warm_up(sender, apex, 202)
+            env = {"STRIPE_WEBHOOK_SECRET": webhook_secret}
 
-            bare_runs: list[Run] = []
-            apex_runs: list[Run] = []
-            for _ in range(REPEATS):
-                bare_runs.append(measure(sender, bare, 204, N))
-                apex_runs.append(measure(sender, apex, 202, N))
-            accepted += sum(run.accepted for run in apex_runs)
+            system.start(BARE, **env)
+            warm_up(sender, system, BARE, 204)
+            bare_runs = [measure(sender, system.web_base + PATH, 204, N) for _ in range(REPEATS)]
+            system.stop()
 
-            bare_rate = statistics.median(run.per_s for run in bare_runs)
-            apex_rate = statistics.median(run.per_s for run in apex_runs)
-            bare_errors: Counter[str] = sum((run.errors for run in bare_runs), Counter())
-            apex_errors: Counter[str] = sum((run.errors for run in apex_runs), Counter())
-            emit("ingest_throughput", requests=N, clients=CLIENTS, gunicorn_workers=WORKERS,
-                 bare_per_s=round(bare_rate), apex_per_s=round(apex_rate),
-                 ratio=round(apex_rate / bare_rate, 2), goal=0.6,
-                 database=database_url.split(":")[0], bare_errors=dict(bare_errors),
-                 apex_errors=dict(apex_errors))  # fmt: skip
-            for name, runs in (("bare", bare_runs), ("apex", apex_runs)):
-                emit(
-                    f"ingest_latency_{name}",
-                    p50_ms=ms([percentile(run.latencies, 50) for run in runs]),
-                    p99_ms=ms([percentile(run.latencies, 99) for run in runs]),
-                    client_cpu_pct=round(statistics.median(run.client_cpu_pct for run in runs)),
-                )
-            stored, enqueued = stored_and_enqueued(database_url, redis_url)
-            emit("ingest_stored_and_enqueued", accepted=accepted, stored=stored - before,
-                 enqueued=enqueued - queued_before)  # fmt: skip
+            system.start(WEB, WORKER, SCHEDULER, **env)
+            warm_up(sender, system, WEB, 202)
+            apex = [sustained(sender, system) for _ in range(REPEATS)]
+            settle(system)
+            statuses_seen = statuses(system)
+            system.stop()
         finally:
-            for server in servers:
-                server.stop()
-            if redis_server is not None:
-                redis_server.stop()
+            system.close()
+
+    def median(values: list[float]) -> float:
+        return statistics.median(values)
+
+    bare_rate = median([r.per_s for r in bare_runs])
+    accepted = median([s.run.per_s for s in apex])
+    processed = median([s.processed_per_s for s in apex])
+    end_to_end = median([min(s.run.per_s, s.processed_per_s) for s in apex])
+    emit("ingest_throughput", database=system.database, clients=CLIENTS,
+         sustain_s=SUSTAIN, bare_per_s=round(bare_rate), accepted_per_s=round(accepted),
+         ratio=ratio(accepted, bare_rate), goal=GOALS.get(system.database),
+         processed_per_s=round(processed), end_to_end_per_s=round(end_to_end),
+         end_to_end_ratio=ratio(end_to_end, bare_rate),
+         backlog_at_end=[s.backlog for s in apex],
+         bare_errors=dict(sum((r.errors for r in bare_runs), Counter())),
+         apex_errors=dict(sum((s.run.errors for s in apex), Counter())))  # fmt: skip
+    emit("ingest_cpu", database=system.database,
+         web_cpu_ms_per_event=round(median([s.web_cpu_ms for s in apex]), 2),
+         worker_cpu_ms_per_event=round(median([s.worker_cpu_ms for s in apex]), 2),
+         statuses=statuses_seen)  # fmt: skip
+    for name, runs in (("bare", bare_runs), ("apex", [s.run for s in apex])):
+        emit(
+            f"ingest_latency_{name}",
+            p50_ms=round(median([percentile(r.latencies, 50) for r in runs]) * 1000, 2),
+            p99_ms=round(median([percentile(r.latencies, 99) for r in runs]) * 1000, 2),
+            client_cpu_pct=round(median([r.client_cpu_pct for r in runs])),
+        )
+    emit("ingest_run", seconds=round(time.monotonic() - started), repeats=REPEATS,
+         loadavg=os.getloadavg()[0])  # fmt: skip
 
 
 if __name__ == "__main__":

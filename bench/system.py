@@ -248,7 +248,7 @@ class System:
         if module in APPS:
             try:
                 return requests.get(self.web_base + "/health", timeout=1).status_code < 500
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or still booting
                 return False
         return True
 
