@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from datetime import timedelta
+from typing import TypeVar
 
 from redis import Redis
 from rq import Queue
+from sqlalchemy.exc import SQLAlchemyError
 
 from apex import connectors, metrics
-from apex.db import utcnow
+from apex.db import unreachable, utcnow
 from apex.inbound import store
 from apex.pipeline.run import run
 from apex.sources.source import UnusableEventError
@@ -18,11 +21,14 @@ from workers import context
 from workers.jobs import INBOUND, RESULT_TTL, enqueue_deliveries
 from workers.readylist import ReadyList
 
+T = TypeVar("T")
+
 log = logging.getLogger("apex.jobs")
 
 Summary = dict[str, int]
 
 INBOUND_LEASE_SECONDS = 300
+RECORD_PATIENCE = 30.0  # seconds an event's outcome waits for the database to come back
 READY_INBOUND = ReadyList("inbound", INBOUND, batch=20, help_backlog=200)
 
 # --- enqueueing -----------------------------------------------------------------------------
@@ -65,6 +71,22 @@ def _process_each(event_ids: list[str]) -> int:
     return processed
 
 
+def _patiently(record: Callable[[], T]) -> T:
+    """Store an event's outcome, waiting up to RECORD_PATIENCE seconds for a database that is
+    away (a restart): an outcome not stored leaves the event leased, untried, for
+    INBOUND_LEASE_SECONDS. Other errors, and a longer outage, raise."""
+    deadline = time.monotonic() + RECORD_PATIENCE
+    delay = 0.25
+    while True:
+        try:
+            return record()
+        except SQLAlchemyError as exc:
+            if not unreachable(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 4.0)
+
+
 def process_inbound(event_id: str) -> Summary | None:
     """Process one stored inbound event; returns what it extracted, or None when there was
     nothing to do (already processed, failed for good, held by another job, or unknown) or the
@@ -94,7 +116,8 @@ def process_inbound(event_id: str) -> Summary | None:
             ctx.enrich,
         )
     except UnusableEventError as exc:
-        store.mark_ignored(ctx.engine, event_id, utcnow(), str(exc))
+        reason = str(exc)
+        _patiently(lambda: store.mark_ignored(ctx.engine, event_id, utcnow(), reason))
         log.info("inbound %s: ignored %s %s (%s)", event_id, claimed.source, claimed.type, exc)
         return None
     except Exception as exc:
@@ -105,7 +128,9 @@ def process_inbound(event_id: str) -> Summary | None:
             # Published before the row is marked failed (its id makes it idempotent), so a
             # crash in between leaves the event queued and it is tried, and reported, again.
             report = connectors.report_error(ctx.engine, claimed.source, event_id, error)
-        delay = store.mark_failed(ctx.engine, event_id, utcnow(), error, schedule)
+        delay = _patiently(
+            lambda: store.mark_failed(ctx.engine, event_id, utcnow(), error, schedule)
+        )
         if delay is None:
             log.warning(
                 "inbound %s: attempt %d failed (%s); failed for good",
@@ -125,7 +150,7 @@ def process_inbound(event_id: str) -> Summary | None:
             schedule_inbound(ctx.redis, event_id, delay)
         raise
     summary = result.counts()
-    store.mark_processed(ctx.engine, event_id, utcnow(), summary)
+    _patiently(lambda: store.mark_processed(ctx.engine, event_id, utcnow(), summary))
     delivery_ids = list(result.delivery_ids)
     if not result.duplicate:
         counts = connectors.Counts(result.records, result.leads_created, result.leads_updated)

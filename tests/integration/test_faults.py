@@ -311,7 +311,10 @@ class TestDatabaseRestart:
         assert alive(procs) == [True, True]
         assert set(load.statuses) == {202, 503}  # never a 500
         assert set(load.refusals) == {(503, "database_unavailable", "5")}
-        # A job failed on the database: the worker paused until it answered, and said so once.
+        # A job that failed on the database paused the worker until it answered, said so once,
+        # and once again when it was back. (A job may also ride the restart out: an inbound
+        # event's outcome waits a while for the database rather than fail.)
         log = log_of(tmp_path, "workers")
-        assert log.count("apex.worker: database unreachable (") == 1, log
-        assert log.count("apex.worker: database reachable again") == 1, log
+        paused = log.count("apex.worker: database unreachable (")
+        assert paused <= 1, log
+        assert log.count("apex.worker: database reachable again") == paused, log
