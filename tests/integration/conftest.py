@@ -16,6 +16,8 @@ import pytest
 from redis import Redis
 
 from config import Settings
+from workers import context
+from workers.context import WorkerContext
 from workers.inbound import READY_INBOUND
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,3 +128,15 @@ def processes(
         proc.wait()
     for log in logs:
         log.close()
+
+
+@pytest.fixture
+def worker_context(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerContext]:
+    """This process configured as a worker on the test's services, for jobs run in-process."""
+    monkeypatch.setattr(context, "_current", None)  # restored afterwards
+    ctx = context.configure(settings)
+    yield ctx
+    # A job may have built the context anew (context.current() after a reset): close both.
+    for built in {id(ctx): ctx, id(context.current()): context.current()}.values():
+        built.redis.close()
+        built.engine.dispose()

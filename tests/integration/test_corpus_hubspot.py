@@ -30,7 +30,6 @@ from apex.pipeline import run as pipeline
 from apex.pipeline.tables import conversions, leads
 from config import Settings
 from tests.platforms import HUBSPOT_SECRET, body, hubspot_v3_headers
-from workers import context
 from workers import inbound as inbound_jobs
 from workers.context import WorkerContext
 
@@ -73,15 +72,6 @@ DOCUMENTED = {
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return replace(settings, hubspot_client_secrets=(HUBSPOT_SECRET,))
-
-
-@pytest.fixture
-def worker_context(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerContext]:
-    monkeypatch.setattr(context, "_current", None)  # restored afterwards
-    ctx = context.configure(settings)
-    yield ctx
-    ctx.redis.close()
-    ctx.engine.dispose()
 
 
 def element_type(element: dict[str, Any]) -> str:

@@ -4,7 +4,6 @@ worker, then DELETE /api/leads/<id> or a HubSpot privacyDeletion; on SQLite and 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -45,7 +44,6 @@ from tests.platforms import (
     stripe,
     stripe_headers,
 )
-from workers import context
 from workers.context import WorkerContext
 
 pytestmark = pytest.mark.postgres
@@ -62,15 +60,6 @@ def settings(settings: Settings) -> Settings:
         github_webhook_secrets=(GITHUB_SECRET,),
         hubspot_client_secrets=(HUBSPOT_SECRET,),
     )
-
-
-@pytest.fixture
-def worker_context(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerContext]:
-    monkeypatch.setattr(context, "_current", None)  # restored afterwards
-    ctx = context.configure(settings)
-    yield ctx
-    ctx.redis.close()
-    ctx.engine.dispose()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ received through the HTTP surface, on both databases."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,16 +30,6 @@ pytestmark = pytest.mark.postgres
 def settings(settings: Settings) -> Settings:
     # A sweeper that waits a minute: the tests move its clock instead of sleeping.
     return replace(settings, stripe_webhook_secrets=(STRIPE_SECRET,), requeue_after=60)
-
-
-@pytest.fixture
-def worker_context(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerContext]:
-    monkeypatch.setattr(context, "_current", None)  # restored afterwards
-    ctx = context.configure(settings)
-    yield ctx
-    for built in {id(ctx): ctx, id(context.current()): context.current()}.values():
-        built.redis.close()
-        built.engine.dispose()
 
 
 def with_retries(ctx: WorkerContext, delays: tuple[int, ...]) -> None:

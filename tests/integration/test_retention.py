@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,8 +21,8 @@ from apex.db import make_engine, utcnow
 from apex.ids import new_id
 from apex.models import attempts, deliveries, events, inbound_events, subscriptions
 from config import Settings
-from workers import context, scheduled
 from workers import retention as retention_job
+from workers import scheduled
 from workers.context import WorkerContext
 from workers.jobs import MAINTENANCE
 
@@ -316,15 +315,6 @@ def test_hosts_pruning_at_once_delete_every_row_once(database_url: str, engine: 
 
 
 # --- the periodic job -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def worker_context(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerContext]:
-    monkeypatch.setattr(context, "_current", None)  # restored afterwards
-    ctx = context.configure(replace(settings, retention_days=30, failed_retention_days=90))
-    yield ctx
-    ctx.redis.close()
-    ctx.engine.dispose()
 
 
 def pruned_metric(table: str) -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +40,6 @@ from tests.platforms import (
     stripe,
     stripe_headers,
 )
-from workers import context
 from workers import inbound as inbound_jobs
 from workers.context import WorkerContext
 
@@ -62,15 +61,6 @@ def settings(settings: Settings) -> Settings:
         hubspot_client_secrets=(HUBSPOT_SECRET,),
         inbound_retry_schedule=(3600,),  # a failure stays visible as such within the test
     )
-
-
-@pytest.fixture
-def worker_context(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerContext]:
-    monkeypatch.setattr(context, "_current", None)  # restored afterwards
-    ctx = context.configure(settings)
-    yield ctx
-    ctx.redis.close()
-    ctx.engine.dispose()
 
 
 # --- the story's objects, as Stripe shows them -----------------------------------------------
