@@ -129,8 +129,10 @@ class Network:
         return host
 
     def destroy(self) -> None:
-        """Delete every namespace (their veths go with them). Processes still inside would keep
-        a namespace alive: stop them first."""
+        """Kill whatever still runs on a host (it would keep the namespace, and its veth, alive)
+        and delete every namespace; their veths go with them."""
+        for host in self.hosts.values():
+            host.kill_all()
         for namespace in [host.namespace for host in self.hosts.values()] + [self.hub]:
             subprocess.run(["ip", "netns", "delete", namespace], capture_output=True, timeout=10)
         self.hosts.clear()
