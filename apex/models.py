@@ -68,7 +68,7 @@ deliveries = sa.Table(
     metadata,
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("event_id", sa.ForeignKey("events.id"), nullable=False),
-    sa.Column("subscription_id", sa.ForeignKey("subscriptions.id"), nullable=False, index=True),
+    sa.Column("subscription_id", sa.ForeignKey("subscriptions.id"), nullable=False),
     # pending | in_flight | delivered | failed | skipped | cancelled
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
@@ -83,6 +83,9 @@ deliveries = sa.Table(
     sa.UniqueConstraint("event_id", "subscription_id", name="uq_deliveries_event_subscription"),
     sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
     sa.Index("ix_deliveries_finished", "status", "updated_at"),  # retention
+    # A subscription's log, newest first, read in index order from any cursor (and its rows
+    # for every other per-subscription query: it leads with subscription_id).
+    sa.Index("ix_deliveries_subscription_created", "subscription_id", "created_at", "id"),
 )
 
 attempts = sa.Table(
@@ -119,6 +122,10 @@ inbound_events = sa.Table(
     sa.UniqueConstraint("source", "dedupe_key", name="uq_inbound_events_source_dedupe"),
     sa.Index("ix_inbound_events_due", "status", "next_attempt_at"),
     sa.Index("ix_inbound_events_processed", "status", "processed_at"),  # retention
+    # GET /api/inbound newest first, by status or not, in index order from any cursor (and
+    # retention's failed events by age).
+    sa.Index("ix_inbound_events_status_received", "status", "received_at", "id"),
+    sa.Index("ix_inbound_events_received", "received_at", "id"),
 )
 
 # Per-source counts of processed records not yet reported by a connector.synced event.

@@ -25,6 +25,7 @@ leads = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("erased_at", UTCDateTime()),
+    sa.Index("ix_leads_created", "created_at", "id"),  # GET /api/leads newest first
 )
 
 # Who is who: the primary key makes one (kind, value) belong to one lead, so concurrent workers
