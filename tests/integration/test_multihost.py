@@ -44,7 +44,7 @@ PUBLISH_EVERY = 0.2  # seconds between two published events: below what the endp
 BEFORE_KILL = 8.0  # seconds of load before worker host 1 is killed
 AFTER_KILL = 4.0  # seconds the load goes on after
 MARGIN = 10.0  # seconds past lease + sweep interval for a held delivery to be delivered
-FAIR_SHARE = 0.2  # the least share of deliveries each worker host takes before the kill
+FAIR_SHARE = 0.25  # the least share of the steady load each worker host delivers
 WEB_PORT = 8000
 RECEIVER_PORT = 8080
 
@@ -395,11 +395,14 @@ def test_two_worker_hosts_share_deliveries_and_the_limit_and_one_takes_over_when
     # Far more due at once than the limit lets through: both hosts contend for its slots.
     publisher.burst(BURST)
     wait_for(lambda: set(publisher.events) <= receiver.received(), timeout=30)
+    with receiver.lock:
+        burst = Counter(a.source for a in receiver.arrivals)
+    steady_from = time.monotonic()
     publisher.start()
     try:
         time.sleep(BEFORE_KILL)
         with receiver.lock:
-            before = Counter(a.source for a in receiver.arrivals)
+            before = Counter(a.source for a in receiver.arrivals if a.started >= steady_from)
         # Kill while worker host 1 has a request in flight, so it surely held something.
         with receiver.lock:
             assert receiver.lock.wait_for(lambda: receiver.in_flight[w1.address] > 0, timeout=10)
@@ -433,13 +436,14 @@ def test_two_worker_hosts_share_deliveries_and_the_limit_and_one_takes_over_when
     cut = undelivered & receiver.received(w1.address)  # host 1 was sending these when killed
     after = Counter(a.source for a in receiver.arrivals if a.started > killed_at)
     print(
-        f"\nMULTIHOST: before the kill {dict(before)}; after {dict(after)}; most in flight"
+        f"\nMULTIHOST: burst {dict(burst)}; steady load before the kill {dict(before)};"
+        f" after {dict(after)}; most in flight"
         f" {receiver.most} (both hosts at once: {receiver.most_mixed}); killed {killed} on w1;"
         f" undelivered at the kill {len(undelivered)}, cut {len(cut)}; held ones delivered"
         f" {recovered_in:.1f} s after the kill; published {len(publisher.events)}"
         f" {dict(publisher.statuses)}"
     )
-    # (1) Both worker hosts delivered, each a fair share.
+    # (1) Both worker hosts delivered under the steady load, each a fair share.
     total = before[w1.address] + before[w2.address]
     assert min(before[w1.address], before[w2.address]) >= FAIR_SHARE * total, before
     # (2) The endpoint's limit held over both hosts, and was reached, with both sending at once.
