@@ -6,7 +6,6 @@ the other delivers everything it held within a lease and a sweep, nothing lost."
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
 import subprocess
@@ -33,7 +32,7 @@ from apex.models import deliveries, metadata
 from apex.secretbox import generate_key
 from config import Settings
 from tests.integration import netns
-from tests.integration.conftest import ROOT, env_for, wait_for
+from tests.integration.conftest import ROOT, env_for, signal_group, wait_for
 from tests.integration.faults import PrivatePostgres, _pg_bin
 
 API_KEY = "multihost-" + secrets.token_hex(12)
@@ -108,7 +107,7 @@ class HostedPostgres(PrivatePostgres):
         return self
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
     redis_url: str
     database_url: str
@@ -119,26 +118,11 @@ def services(
     on_test_host: netns.Host, hosts: dict[str, netns.Host], tmp_path: Path
 ) -> Iterator[Services]:
     db = hosts["db"]
-    redis = subprocess.Popen(
-        db.command(
-            str(get_binary_path()),
-            "--bind",
-            db.address,
-            "--port",
-            "6379",
-            "--protected-mode",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-            "--logfile",
-            "redis.log",
-        ),  # fmt: skip
-        start_new_session=True,
-    )
+    valkey = [
+        str(get_binary_path()), "--bind", db.address, "--port", "6379", "--protected-mode", "no",
+        "--save", "", "--appendonly", "no", "--dir", str(tmp_path), "--logfile", "redis.log",
+    ]  # fmt: skip
+    redis = subprocess.Popen(db.command(*valkey), start_new_session=True)
     postgres = HostedPostgres(db)
     try:
         redis_url = f"redis://{db.address}:6379/0"
@@ -218,22 +202,15 @@ def start(settings: Settings, tmp_path: Path) -> Iterator[Start]:
 
     yield run
     for proc in started:
-        _signal_group(proc, signal.SIGTERM)
+        signal_group(proc, signal.SIGTERM)
     for proc in started:
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
-            _signal_group(proc, signal.SIGKILL)
+            signal_group(proc, signal.SIGKILL)
             proc.wait()
     for log in logs:
         log.close()
-
-
-def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
-    try:
-        os.killpg(proc.pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 # --- the receiver -----------------------------------------------------------------------------
