@@ -95,7 +95,9 @@ def erase(conn: Connection, lead_id: str, now: datetime, reason: str) -> Erased:
     properties = 0
     if pairs:
         properties += conn.execute(
-            object_properties.delete().where(sa.tuple_(p.object_kind, p.object_value).in_(pairs))
+            object_properties.delete().where(
+                identity.pairs_in(p.object_kind, p.object_value, pairs)
+            )
         ).rowcount
     for contact in (i.value for i in owned if i.kind == "hubspot"):
         name = f"contact:{contact}"

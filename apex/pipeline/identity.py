@@ -147,11 +147,22 @@ def lock_live(conn: Connection, lead_id: str) -> str | None:
     return live
 
 
+def pairs_in(
+    kind: sa.ColumnElement[str], value: sa.ColumnElement[str], pairs: Iterable[tuple[str, str]]
+) -> sa.ColumnElement[bool]:
+    """(kind, value) is one of `pairs`: one IN per kind, which SQLite searches an index of
+    (kind, value) with; a row-value IN it answers by scanning the whole table."""
+    by_kind: defaultdict[str, list[str]] = defaultdict(list)
+    for k, v in pairs:
+        by_kind[k].append(v)
+    return sa.or_(*(sa.and_(kind == k, value.in_(vs)) for k, vs in sorted(by_kind.items())))
+
+
 def _owners(conn: Connection, keys: Sequence[Identity]) -> set[str]:
     pairs = [(key.kind, key.value) for key in keys]
     rows = conn.execute(
         sa.select(lead_identities.c.lead_id)
-        .where(sa.tuple_(lead_identities.c.kind, lead_identities.c.value).in_(pairs))
+        .where(pairs_in(lead_identities.c.kind, lead_identities.c.value, pairs))
         .distinct()
     )
     return set(rows.scalars())
@@ -271,7 +282,7 @@ def properties(
     c = object_properties.c
     rows = conn.execute(
         sa.select(c.object_kind, c.object_value, c.name, c.value, c.occurred_at).where(
-            sa.tuple_(c.object_kind, c.object_value).in_(pairs)
+            pairs_in(c.object_kind, c.object_value, pairs)
         )
     )
     for kind, value, name, stored, at in rows:
@@ -297,7 +308,7 @@ def erase(conn: Connection, subject: Identity, at: datetime, now: datetime) -> s
         owned = [(i.kind, i.value) for i in _identity_rows(conn, [lead_id])[lead_id]]
         c = object_properties.c
         conn.execute(
-            object_properties.delete().where(sa.tuple_(c.object_kind, c.object_value).in_(owned))
+            object_properties.delete().where(pairs_in(c.object_kind, c.object_value, owned))
         )
         conn.execute(lead_identities.delete().where(lead_identities.c.lead_id == lead_id))
         conn.execute(
