@@ -5,8 +5,6 @@ bodies to the same receiver achieves in one process.
   verified with the benchmark's CA), the way a simple webhook sender works;
 - `aiohttp_burst`: one aiohttp session on one event loop with `in_flight` requests at a time,
   nothing else to do: the ceiling of one asyncio process, the worker's design;
-- `aiohttp_processes`: aiohttp_burst in several processes at once, to find the receiver's own
-  ceiling (it must be above what it measures).
 Each returns requests per second; a request not answered 2xx raises RuntimeError.
 """
 
@@ -14,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import ssl
 import time
 
@@ -66,13 +63,3 @@ async def _burst(url: str, count: int, in_flight: int, ca_file: str | None) -> f
 
 def aiohttp_burst(url: str, count: int, in_flight: int, ca_file: str | None) -> float:
     return asyncio.run(_burst(url, count, in_flight, ca_file))
-
-
-def aiohttp_processes(
-    url: str, count: int, in_flight: int, ca_file: str | None, processes: int
-) -> float:
-    """`processes` aiohttp_burst runs of `count` requests each, started together: their summed
-    rate (each measures its own time; they overlap almost entirely)."""
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        rates = pool.starmap(aiohttp_burst, [(url, count, in_flight, ca_file)] * processes)
-    return sum(rates)
