@@ -93,6 +93,7 @@ class Dispatcher:
         self._in_flight: Counter[str] = Counter()  # lanes (each holding a slot) per endpoint
         self._queued: defaultdict[str, deque[Ready]] = defaultdict(deque)
         self._last_done: dict[str, float] = {}
+        self._open: set[str] = set()  # endpoints whose circuit a recorded attempt opened
         self._cond = threading.Condition()
         self._stopping = False
         self._loop = EventLoop()
@@ -123,9 +124,9 @@ class Dispatcher:
         return self.limit(ready) * (max(rounds, DRAINING_DEPTH) if draining else rounds)
 
     def wake_batch(self) -> int:
-        """Deliveries of one endpoint worth claiming at a time."""
-        rounds = int(self._ctx.lease.total_seconds() // (self._ctx.total_timeout + 1))
-        return self._per_endpoint * max(1, rounds)
+        """Deliveries of one endpoint worth claiming at a time: as many as may wait for a
+        draining endpoint."""
+        return self._per_endpoint * DRAINING_DEPTH
 
     def submit(self, delivery_ids: list[str], probe: bool = False) -> int:
         """Claim the due deliveries among `delivery_ids` and start or queue each; returns how
@@ -196,7 +197,12 @@ class Dispatcher:
         the endpoint is answering (a hanging endpoint must not hold up the deliveries behind
         it). Call with the lock held."""
         endpoint = ready.claimed.subscription_id
-        draining = time.monotonic() - self._last_done.get(endpoint, -PROGRESS) < PROGRESS
+        if endpoint in self._open:
+            return False  # its circuit opened: what it has waits in the database
+        # An endpoint counts as draining until it is seen not answering: a first batch to a
+        # fast one must not be given back for want of evidence.
+        last = self._last_done.get(endpoint)
+        draining = last is None or time.monotonic() - last < PROGRESS
         most = self._max_queued(ready, draining)
 
         def room() -> bool:
@@ -321,10 +327,24 @@ class Dispatcher:
                 except SQLAlchemyError:
                     log.exception("delivery %s: attempt not recorded", attempted.ready.claimed.id)
         for each in recorded:
+            self._follow_circuits(each)
             try:
                 self._on_recorded(each)
             except RedisError as exc:
                 log.warning("could not schedule follow-ups (%s); the sweeper will", exc)
+
+    def _follow_circuits(self, recorded: Recorded) -> None:
+        """An endpoint whose circuit opened (or stays open) gets nothing more from this
+        process's queues: what waits for it goes back to the database, where it waits for the
+        probe. One whose circuit closed is queued for again."""
+        with self._cond:
+            self._open -= set(recorded.circuits.closed)
+            opened = set(recorded.circuits.probes) - self._open
+            self._open |= opened
+            waiting = [r for endpoint in opened for r in self._queued.pop(endpoint, ())]
+            self._cond.notify_all()
+        if waiting:
+            self._give_back([(r, DEFER) for r in waiting])
 
     def alive(self) -> bool:
         return self._recorder.is_alive()
