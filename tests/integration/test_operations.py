@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from cryptography.fernet import InvalidToken
 from redis import Redis
 from rq import Worker
@@ -31,7 +33,14 @@ from launcher.embedded_redis import free_port
 from tests.conftest import fresh_database
 from tests.integration.conftest import ROOT, env_for, wait_for
 
-HEAD = "6f"  # the newest migration
+
+def _newest_migration() -> str | None:
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+HEAD = _newest_migration()  # what a backup records as the schema revision
 
 
 def _seal_some(url: str, key: str) -> dict[str, SigningSecrets]:
