@@ -143,7 +143,8 @@ def create(
 ) -> tuple[Subscription, str]:
     """Create an active subscription; return it and its signing secret (the only time it is shown).
 
-    Inputs are trusted: the API layer has validated them with url_problem / events_problem.
+    Inputs are trusted: the API layer has validated them with url_problem / events_problem
+    (SubscriptionCreateSchema loads a body into exactly these keyword arguments).
     """
     now = utcnow()
     secret = secret or generate_secret()

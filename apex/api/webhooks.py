@@ -60,16 +60,7 @@ def list_webhooks() -> list[subscriptions.Subscription]:
 def create_webhook(body: dict[str, Any]) -> dict[str, Any]:
     """Create a subscription. The response is the only one that ever shows its secret."""
     rt = runtime()
-    sub, secret = subscriptions.create(
-        rt.engine,
-        rt.box,
-        url=body["url"],
-        events=body["events"],
-        secret=body.get("secret"),
-        description=body.get("description", ""),
-        rate_limit=body.get("rate_limit"),
-        concurrency=body.get("concurrency"),
-    )
+    sub, secret = subscriptions.create(rt.engine, rt.box, **body)
     return {**sub.__dict__, "secret": secret}
 
 

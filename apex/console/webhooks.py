@@ -63,15 +63,7 @@ def create() -> Response:
         body, errors = load(SubscriptionCreateSchema(), data)
         if body is not None:
             rt = runtime()
-            sub, secret = subscriptions.create(
-                rt.engine,
-                rt.box,
-                url=body["url"],
-                events=body["events"],
-                description=body.get("description", ""),
-                rate_limit=body.get("rate_limit"),
-                concurrency=body.get("concurrency"),
-            )
+            sub, secret = subscriptions.create(rt.engine, rt.box, **body)
             return render("console/secret.html", sub=sub, secret=secret, rotated=False)
     return render(
         "console/subscription_form.html",
