@@ -47,6 +47,7 @@ class Tried:
     subscription_id: str
     at: datetime  # when it started
     outcome: Outcome
+    probe: bool = False  # sent as an open circuit's probe
 
 
 @dataclass
@@ -83,8 +84,10 @@ class Health:
         if self.circuit == CLOSED and self.unreachable_count >= rules.failures:
             self.circuit, self.circuit_since = OPEN, now
             self._next_probe(now, t, rules.first_probe)
-        elif self.circuit == OPEN and self.circuit_since and t.at >= self.circuit_since:
-            # A probe failed (an attempt that started before the circuit opened is not one).
+        elif self.circuit == OPEN and t.probe:
+            # A probe failed. Attempts that were under way when the circuit opened fail too,
+            # but they say nothing new: were they to double the interval, ten deliveries in
+            # flight would put the next probe minutes away.
             interval = min((self.probe_interval or rules.first_probe) * 2, PROBE_MAX)
             self._next_probe(now, t, interval)
 

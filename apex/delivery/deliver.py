@@ -52,6 +52,7 @@ class Ready:
     claimed: store.Claimed
     secrets: list[str]
     claimed_at: float = field(default_factory=time.monotonic)
+    probe: bool = False  # claimed as its open circuit's probe
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def claim(ctx: DeliveryContext, delivery_ids: list[str], probe: bool = False) ->
             if c.subscription_id not in secrets:
                 signing = subscriptions.signing_secrets(conn, ctx.box, c.subscription_id)
                 secrets[c.subscription_id] = signing.active()
-            ready.append(Ready(c, secrets[c.subscription_id]))
+            ready.append(Ready(c, secrets[c.subscription_id], probe=probe))
     return ready
 
 
@@ -136,7 +137,10 @@ def record(ctx: DeliveryContext, done: list[Attempted]) -> Recorded:
     """Store a batch of attempts, their decisions and their endpoints' health in one
     transaction."""
     finished = [store.Finished(a.ready.claimed, a.outcome, a.decision, a.at) for a in done]
-    tried = [circuit.Tried(a.ready.claimed.subscription_id, a.at, a.outcome) for a in done]
+    tried = [
+        circuit.Tried(a.ready.claimed.subscription_id, a.at, a.outcome, a.ready.probe)
+        for a in done
+    ]
     with ctx.engine.begin() as conn:
         # The circuits first: they lock the subscriptions' rows in id order.
         changes = circuit.apply(conn, tried, ctx.circuit, ctx.clock())

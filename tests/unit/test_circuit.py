@@ -69,19 +69,22 @@ def test_failed_probes_double_the_interval_up_to_the_cap() -> None:
     intervals = []
     for n in range(12):
         now = since + timedelta(seconds=100 * (n + 1))
-        health.step(Tried("wh_1", now, TIMEOUT), RULES, now)
+        health.step(Tried("wh_1", now, TIMEOUT, probe=True), RULES, now)
         intervals.append(health.probe_interval)
         assert health.probe_at == now + timedelta(seconds=health.probe_interval or 0)
     assert intervals[:4] == [20, 40, 80, 160]
     assert intervals[-1] == PROBE_MAX and health.circuit == OPEN
 
 
-def test_attempts_started_before_it_opened_are_no_probes() -> None:
+def test_only_a_probe_failing_moves_the_next_probe() -> None:
     health = opened()
     probe_at = health.probe_at
-    # Requests that were in flight when the circuit opened end later, unreachable too.
-    health.step(tried(TIMEOUT, 1.5), RULES, T0 + timedelta(seconds=20))
+    # Requests that were under way when the circuit opened end later, unreachable too, some
+    # started just before it opened and some just after (claimed before the worker knew).
+    for n in range(10):
+        health.step(tried(TIMEOUT, 1.5 + n), RULES, T0 + timedelta(seconds=20 + n))
     assert (health.probe_at, health.probe_interval) == (probe_at, 10)
+    assert health.circuit == OPEN and health.unreachable_count == 13
 
 
 def test_an_answer_closes_it_and_forgets_the_failures() -> None:
