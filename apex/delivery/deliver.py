@@ -138,8 +138,7 @@ def record(ctx: DeliveryContext, done: list[Attempted]) -> Recorded:
     transaction."""
     finished = [store.Finished(a.ready.claimed, a.outcome, a.decision, a.at) for a in done]
     tried = [
-        circuit.Tried(a.ready.claimed.subscription_id, a.at, a.outcome, a.ready.probe)
-        for a in done
+        circuit.Tried(a.ready.claimed.subscription_id, a.at, a.outcome, a.ready.probe) for a in done
     ]
     with ctx.engine.begin() as conn:
         # The circuits first: they lock the subscriptions' rows in id order.
