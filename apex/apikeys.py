@@ -12,7 +12,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from apex.db import utcnow
+from apex.db import reading, utcnow
 from apex.errors import NotFoundError
 from apex.ids import new_id
 from apex.models import api_keys
@@ -49,7 +49,7 @@ def create_key(engine: Engine, name: str) -> tuple[ApiKey, str]:
 
 
 def list_keys(engine: Engine) -> list[ApiKey]:
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = conn.execute(
             sa.select(
                 api_keys.c.id,
@@ -87,7 +87,7 @@ def is_valid_key(engine: Engine, static_keys: Sequence[str], candidate: str) -> 
         matched |= hmac.compare_digest(key.encode(), candidate.encode())
     if matched:
         return True
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         found = conn.execute(
             sa.select(api_keys.c.id).where(
                 api_keys.c.key_hash == _digest(candidate), api_keys.c.revoked_at.is_(None)

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection, Engine
 
+from apex.db import insert, reading
 from apex.events import publish
 from apex.models import connector_stats
 
@@ -23,49 +23,42 @@ class Counts:
     leads_updated: int
 
 
-def count(engine: Engine, source: str, counts: Counts) -> None:
-    """Add one processed batch's counts to the source's unreported totals."""
-    add = {
-        "records": connector_stats.c.records + counts.records,
-        "leads_created": connector_stats.c.leads_created + counts.leads_created,
-        "leads_updated": connector_stats.c.leads_updated + counts.leads_updated,
-        "batches": connector_stats.c.batches + 1,
+def count(conn: Connection, source: str, counts: Counts) -> None:
+    """Add one processed batch's counts to the source's unreported totals, in the caller's
+    transaction (the one that processed it: counted once, with it)."""
+    totals = {
+        "records": counts.records,
+        "leads_created": counts.leads_created,
+        "leads_updated": counts.leads_updated,
     }
-    with engine.begin() as conn:
-        changed = conn.execute(
-            connector_stats.update().where(connector_stats.c.source == source).values(**add)
-        ).rowcount
-        if changed:
-            return
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                connector_stats.insert().values(
-                    source=source,
-                    records=counts.records,
-                    leads_created=counts.leads_created,
-                    leads_updated=counts.leads_updated,
-                    batches=1,
-                )
-            )
-    except IntegrityError:  # another worker inserted the row first
-        count(engine, source, counts)
+    upsert = insert(conn, connector_stats).values(source=source, batches=1, **totals)
+    conn.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["source"],
+            set_={
+                **{name: connector_stats.c[name] + value for name, value in totals.items()},
+                "batches": connector_stats.c.batches + 1,
+            },
+        )
+    )
 
 
 def report_due(engine: Engine, now: datetime, interval: timedelta) -> list[str]:
     """Publish connector.synced for every source with unreported batches whose last report is
     at least `interval` old, resetting its counts. Returns the delivery ids to enqueue."""
     reports: list[tuple[str, dict[str, Any], str]] = []
+    due = sa.select(connector_stats).where(
+        connector_stats.c.batches > 0,
+        sa.or_(
+            connector_stats.c.last_synced_at.is_(None),
+            connector_stats.c.last_synced_at <= now - interval,
+        ),
+    )
+    with reading(engine) as conn:  # after every event: mostly nothing is due, and no writer waits
+        if not conn.execute(due.limit(1)).first():
+            return []
     with engine.begin() as conn:
-        rows = conn.execute(
-            sa.select(connector_stats).where(
-                connector_stats.c.batches > 0,
-                sa.or_(
-                    connector_stats.c.last_synced_at.is_(None),
-                    connector_stats.c.last_synced_at <= now - interval,
-                ),
-            )
-        ).all()
+        rows = conn.execute(due).all()
         for row in rows:
             taken = conn.execute(
                 connector_stats.update()

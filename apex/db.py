@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from apex import writelock
 from config.settings import DEFAULT_DB_MAX_OVERFLOW, DEFAULT_DB_POOL_SIZE
 
 CONNECT_TIMEOUT = 5  # seconds to reach PostgreSQL
@@ -70,7 +74,10 @@ def make_engine(
             hide_parameters=True,  # errors and logs never carry payloads or secrets
         )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-        sa.event.listen(engine, "begin", _sqlite_begin_immediate)
+        if database and database != ":memory:":
+            writelock.install(engine, database)
+        else:
+            sa.event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     # pool_pre_ping: a pooled connection that died with a database restart is replaced before
     # use, so the first request after the restart succeeds. connect_timeout: an unreachable
@@ -98,9 +105,29 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
 
 
 def _sqlite_begin_immediate(connection: Any) -> None:
-    # Taking the write lock at BEGIN makes concurrent writers wait on busy_timeout instead of
-    # failing with 'database is locked' when a read transaction later tries to write.
+    # An in-memory database has one connection, so none of apex.writelock's turns to take.
     connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def insert(conn: Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that supports ON CONFLICT on this connection's database (PostgreSQL, SQLite).
+
+    Raises ValueError on another database.
+    """
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"Apex supports PostgreSQL and SQLite, not {conn.dialect.name}")
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads only, in one transaction: on SQLite a plain BEGIN (a snapshot of
+    the last commit) that waits for no writer and holds no writer up; elsewhere as
+    `engine.connect()`. A write through it fails."""
+    with engine.connect().execution_options(**{writelock.READ_ONLY: True}) as conn:
+        yield conn
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from apex.catalog import is_known, wants
-from apex.db import utcnow
+from apex.db import insert, reading, utcnow
 from apex.errors import FieldError, PayloadTooLargeError, ValidationFailedError
 from apex.ids import new_id
 from apex.models import deliveries, events, subscriptions
@@ -60,15 +60,9 @@ def publish(
     Raises ValidationFailedError for an unknown type and PayloadTooLargeError
     for a body over 256 KiB.
     """
-    if not is_known(event_type):
-        raise ValidationFailedError(
-            f"Unknown event type {event_type!r}", [FieldError("type", f"unknown: {event_type!r}")]
-        )
     event_id = event_id or new_id("evt")
     now = utcnow()
-    size = len(body_of(event_id, event_type, now, data))
-    if size > MAX_PAYLOAD_BYTES:
-        raise PayloadTooLargeError(f"Event body is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+    _check(event_type, data, event_id, now)
     try:
         with engine.begin() as conn:
             conn.execute(
@@ -79,6 +73,33 @@ def publish(
         return _existing(engine, event_id, event_type, data)
     pending = [r["id"] for r in rows if r["status"] == "pending"]
     return Published(event_id, event_type, now, len(rows), pending, True)
+
+
+def publish_in(conn: Connection, event_type: str, data: Any, event_id: str) -> list[str]:
+    """publish() within the caller's transaction, so the event is stored with what caused it
+    or not at all. An id that exists is left as it is. Returns the pending delivery ids (none
+    when the id existed); raises as publish() does."""
+    now = utcnow()
+    _check(event_type, data, event_id, now)
+    stored = conn.execute(
+        insert(conn, events)
+        .values(id=event_id, type=event_type, data=data, created_at=now)
+        .on_conflict_do_nothing(index_elements=["id"])
+    ).rowcount
+    if not stored:
+        return []
+    rows = _plan_deliveries(conn, event_id, event_type, now, None)
+    return [r["id"] for r in rows if r["status"] == "pending"]
+
+
+def _check(event_type: str, data: Any, event_id: str, now: datetime) -> None:
+    if not is_known(event_type):
+        raise ValidationFailedError(
+            f"Unknown event type {event_type!r}", [FieldError("type", f"unknown: {event_type!r}")]
+        )
+    size = len(body_of(event_id, event_type, now, data))
+    if size > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLargeError(f"Event body is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}")
 
 
 def _plan_deliveries(
@@ -112,7 +133,7 @@ def _plan_deliveries(
 
 
 def _existing(engine: Engine, event_id: str, event_type: str, data: Any) -> Published:
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         event = conn.execute(sa.select(events).where(events.c.id == event_id)).one()
         count = conn.execute(
             sa.select(sa.func.count()).where(deliveries.c.event_id == event_id)

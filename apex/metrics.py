@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.engine import Engine
 
+from apex.db import reading
 from apex.models import deliveries, subscriptions
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -129,7 +130,7 @@ def subscription_counts(engine: Engine) -> dict[str, int]:
         .group_by(subscriptions.c.status)
     )
     counts = dict.fromkeys(SUBSCRIPTION_STATUSES, 0)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         for status, count in conn.execute(query):
             counts[str(status)] = int(count)
     return counts
@@ -143,7 +144,7 @@ def circuit_counts(engine: Engine) -> dict[str, int]:
         .group_by(subscriptions.c.circuit)
     )
     counts = {"closed": 0, "open": 0}
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         for state, count in conn.execute(query):
             counts[str(state)] = int(count)
     return counts
@@ -154,7 +155,7 @@ def delivery_counts(engine: Engine) -> dict[str, int]:
     counters above only add up within one host's PROMETHEUS_MULTIPROC_DIR)."""
     query = sa.select(deliveries.c.status, sa.func.count()).group_by(deliveries.c.status)
     counts = dict.fromkeys(DELIVERY_STATUSES, 0)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         for status, count in conn.execute(query):
             counts[str(status)] = int(count)
     return counts

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy.engine import Engine
 
+from apex.db import reading
 from apex.models import subscriptions
 
 # The columns holding Fernet tokens: every secret at rest.
@@ -60,7 +61,7 @@ def reseal_stored(engine: Engine, box: SecretBox) -> int:
     total = 0
     while True:
         outstanding = 0
-        with engine.connect() as conn:
+        with reading(engine) as conn:
             rows = conn.execute(sa.select(subscriptions.c.id, *SEALED_COLUMNS)).all()
         for row in rows:
             for column in SEALED_COLUMNS:

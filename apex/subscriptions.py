@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from apex.catalog import WILDCARD, is_known
-from apex.db import utcnow
+from apex.db import reading, utcnow
 from apex.delivery import destinations
 from apex.delivery.circuit import Health
 from apex.delivery.destinations import Policy
@@ -169,7 +169,7 @@ def create(
 
 
 def list_all(engine: Engine) -> list[Subscription]:
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = conn.execute(
             sa.select(subscriptions).where(_LIVE).order_by(subscriptions.c.created_at)
         ).all()

@@ -34,7 +34,7 @@ from rq.exceptions import StopRequested
 from rq.scheduler import RQScheduler
 from sqlalchemy.engine import Engine
 
-from apex.db import unreachable
+from apex.db import reading, unreachable
 from config import SettingsError, load_settings
 from config.logging import configure_logging
 from workers import context, dispatcher, jobs
@@ -128,7 +128,7 @@ class ApexWorker(SimpleWorker):
     ) -> Any:
         while self.database.down and not self.stop_requested.is_set():
             try:
-                with self.engine.connect() as conn:
+                with reading(self.engine) as conn:
                     conn.execute(sa.text("SELECT 1"))
             except sa.exc.SQLAlchemyError as exc:
                 if not unreachable(exc):

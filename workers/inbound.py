@@ -10,12 +10,13 @@ from typing import TypeVar
 
 from redis import Redis
 from rq import Queue
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from apex import connectors, metrics
 from apex.db import unreachable, utcnow
 from apex.inbound import store
-from apex.pipeline.run import run
+from apex.pipeline.run import RunResult, run
 from apex.sources.source import UnusableEventError
 from workers import context
 from workers.jobs import INBOUND, RESULT_TTL, enqueue_deliveries
@@ -105,6 +106,14 @@ def process_inbound(event_id: str) -> Summary | None:
     if claimed is None:
         log.info("inbound %s: nothing to do (processed, not due or unknown)", event_id)
         return None
+
+    def finish(conn: Connection, result: RunResult) -> None:
+        # With the run's changes: the event is processed, and counted, once or not at all.
+        store.mark_processed(conn, event_id, utcnow(), result.counts())
+        if not result.duplicate:
+            counts = connectors.Counts(result.records, result.leads_created, result.leads_updated)
+            connectors.count(conn, claimed.source, counts)
+
     try:
         result = run(
             ctx.engine,
@@ -114,6 +123,7 @@ def process_inbound(event_id: str) -> Summary | None:
             claimed.headers,
             claimed.received_at,
             ctx.enrich,
+            finish,
         )
     except UnusableEventError as exc:
         reason = str(exc)
@@ -149,14 +159,11 @@ def process_inbound(event_id: str) -> Summary | None:
             )
             schedule_inbound(ctx.redis, event_id, delay)
         raise
-    summary = result.counts()
-    _patiently(lambda: store.mark_processed(ctx.engine, event_id, utcnow(), summary))
     delivery_ids = list(result.delivery_ids)
     if not result.duplicate:
-        counts = connectors.Counts(result.records, result.leads_created, result.leads_updated)
-        connectors.count(ctx.engine, claimed.source, counts)
         delivery_ids += report_connectors()
     enqueue_deliveries(ctx.redis, delivery_ids)
+    summary = result.counts()
     log.info("inbound %s: processed %s %s %s", event_id, claimed.source, claimed.type, summary)
     return summary
 

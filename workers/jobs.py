@@ -12,7 +12,7 @@ from rq import Queue, get_current_job
 from rq.job import Job
 
 from apex import metrics
-from apex.db import utcnow
+from apex.db import reading, utcnow
 from apex.delivery import circuit, store
 from apex.delivery.deliver import Recorded
 from apex.delivery.limits import RENEW_EVERY, EndpointLimits
@@ -102,7 +102,7 @@ def _follow_up(recorded: Recorded) -> None:
     for subscription_id, delay in recorded.circuits.probes.items():
         schedule_probe(ctx.redis, subscription_id, delay)
     for subscription_id in recorded.circuits.closed:
-        with ctx.engine.connect() as conn:
+        with reading(ctx.engine) as conn:
             waiting = store.due_of(conn, subscription_id, utcnow(), RELEASE_LIMIT)
         enqueue_deliveries(ctx.redis, waiting)
 
@@ -175,7 +175,7 @@ def wake(subscription_id: str) -> int:
     ctx.redis.delete(f"apex:endpoint:{subscription_id}:wake")  # a later give-back wakes again
     current = dispatcher()
     batch = current.wake_batch()
-    with ctx.engine.connect() as conn:
+    with reading(ctx.engine) as conn:
         ids = store.due_of(conn, subscription_id, utcnow(), batch)
     if len(ids) == batch:  # more may wait: another wake-up once these had their turn
         schedule_wake(ctx.redis, subscription_id, DEFER)
@@ -207,7 +207,7 @@ def sweep() -> dict[str, int]:
     lost = store.lost(ctx.engine, now, timedelta(seconds=ctx.settings.requeue_after))
     enqueue_deliveries(ctx.redis, lost)
     restarted = READY_DELIVERIES.restart(ctx.redis, drain)
-    with ctx.engine.connect() as conn:
+    with reading(ctx.engine) as conn:
         probes = circuit.probes_due(conn, now)
     for subscription_id in probes:
         _queue(ctx.redis, DELIVERIES).enqueue(probe, subscription_id, result_ttl=RESULT_TTL)

@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from apex.api.runtime import runtime
+from apex.db import reading
 
 bp = Blueprint("health", __name__)
 
@@ -34,7 +35,7 @@ def health() -> tuple[dict[str, Any], int]:
     except RedisError:
         checks["redis"] = "down"
     try:
-        with rt.engine.connect() as conn:
+        with reading(rt.engine) as conn:
             conn.execute(sa.text("SELECT 1"))
     except SQLAlchemyError:
         checks["database"] = "down"

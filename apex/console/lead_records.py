@@ -9,6 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from apex.db import reading
 from apex.pipeline.tables import conversions, lead_aliases, touchpoints
 
 LIMIT = 500  # rows of each kind a page shows at most (newest first)
@@ -45,7 +46,7 @@ class History:
 
 def history(engine: Engine, lead_id: str) -> History:
     t, c, a = touchpoints.c, conversions.c, lead_aliases.c
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         touches = conn.execute(
             sa.select(t.source, t.campaign, t.occurred_at)
             .where(t.lead_id == lead_id)

@@ -17,6 +17,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy.engine import Engine
 
 from apex.console.keys import derive, tag
+from apex.db import reading
 from apex.models import subscriptions
 
 DEFAULT_TTL = 3600  # seconds
@@ -40,7 +41,7 @@ def _fingerprint(secret_key: str, sealed_secret: str) -> str:
 
 
 def _sealed_secret(engine: Engine, sub_id: str) -> str | None:
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         sealed = conn.execute(
             sa.select(subscriptions.c.secret).where(
                 subscriptions.c.id == sub_id, subscriptions.c.deleted_at.is_(None)

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from apex.db import reading
 from apex.models import attempts, deliveries
 
 WINDOW = timedelta(hours=24)
@@ -66,7 +67,7 @@ def activity(engine: Engine, sub_ids: Sequence[str], now: datetime) -> dict[str,
     ids = list(sub_ids)
     # A literal, not a parameter: PostgreSQL matches the GROUP BY expression by its text.
     was_tried = d.attempts > sa.literal_column("0")
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         counts = conn.execute(
             sa.select(d.subscription_id, d.status, was_tried, sa.func.count())
             .where(d.subscription_id.in_(ids), d.created_at >= now - WINDOW)
@@ -106,7 +107,7 @@ def hourly(engine: Engine, sub_id: str, now: datetime) -> list[Hour]:
     """Deliveries of `sub_id` created in each of the last 24 hours, by status."""
     hours = _hours(now)
     d = deliveries.c
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = conn.execute(
             sa.select(d.created_at, d.status, d.attempts)
             .where(d.subscription_id == sub_id, d.created_at >= hours[0])
@@ -133,7 +134,7 @@ def latency(engine: Engine, sub_id: str, now: datetime) -> list[Latency]:
     """The 50th, 90th and 99th percentile attempt durations (ms) of each of the last 24 hours."""
     hours = _hours(now)
     a = attempts.c
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = conn.execute(
             sa.select(a.attempted_at, a.duration_ms)
             .join(deliveries, deliveries.c.id == a.delivery_id)

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from apex.db import reading
 from apex.delivery import circuit
 from apex.delivery.attempt import Outcome
 from apex.delivery.backoff import Decision
@@ -321,7 +322,7 @@ def requeue(
 
 def get_delivery_subscription(engine: Engine, delivery_id: str) -> str:
     """The subscription id of a delivery. Raises NotFoundError."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         sub_id = conn.execute(
             sa.select(deliveries.c.subscription_id).where(deliveries.c.id == delivery_id)
         ).scalar_one_or_none()
@@ -332,7 +333,7 @@ def get_delivery_subscription(engine: Engine, delivery_id: str) -> str:
 
 def recoverable(engine: Engine, subscription_id: str, since: datetime) -> list[str]:
     """Failed and skipped deliveries of a subscription created since `since`, oldest first."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         return list(
             conn.execute(
                 sa.select(deliveries.c.id)
@@ -360,7 +361,7 @@ def page(
         query = query.where(deliveries.c.status == "pending", deliveries.c.attempts > 0)
     elif status:
         query = query.where(deliveries.c.status == status)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         query = newest_first(conn, query, deliveries.c.created_at, deliveries.c.id, limit, cursor)
         rows, next_cursor = split_page(
             [dict(r._mapping) for r in conn.execute(query)], limit, lambda r: r["id"]

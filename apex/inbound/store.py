@@ -9,8 +9,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
+from apex.db import reading
 from apex.errors import NotFoundError
 from apex.ids import new_id
 from apex.models import inbound_events
@@ -171,16 +172,16 @@ def claim(engine: Engine, event_id: str, now: datetime, lease: timedelta) -> Cla
     return Claimed(**row._mapping)
 
 
-def mark_processed(engine: Engine, event_id: str, now: datetime, result: Any) -> bool:
-    """Record a successful processing with its `result`. Returns False if the row is no longer
-    queued (e.g. replayed and processed by another job meanwhile)."""
-    with engine.begin() as conn:
-        updated = conn.execute(
-            inbound_events.update()
-            .where(inbound_events.c.id == event_id, inbound_events.c.status == "queued")
-            .values(status="processed", result=result, error=None, processed_at=now,
-                    next_attempt_at=None)
-        )  # fmt: skip
+def mark_processed(conn: Connection, event_id: str, now: datetime, result: Any) -> bool:
+    """Record a successful processing with its `result`, in the caller's transaction (the
+    one that processed it). Returns False if the row is no longer queued (e.g. replayed and
+    processed by another job meanwhile)."""
+    updated = conn.execute(
+        inbound_events.update()
+        .where(inbound_events.c.id == event_id, inbound_events.c.status == "queued")
+        .values(status="processed", result=result, error=None, processed_at=now,
+                next_attempt_at=None)
+    )  # fmt: skip
     return updated.rowcount == 1
 
 
@@ -274,7 +275,7 @@ def replay(engine: Engine, event_id: str, now: datetime) -> None:
 
 def get(engine: Engine, event_id: str) -> StoredEvent:
     """One event. Raises NotFoundError."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         row = conn.execute(
             sa.select(*_columns()).where(inbound_events.c.id == event_id)
         ).one_or_none()
@@ -297,7 +298,7 @@ def page(
         query = query.where(inbound_events.c.source == source)
     if status:
         query = query.where(inbound_events.c.status == status)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         query = newest_first(
             conn, query, inbound_events.c.received_at, inbound_events.c.id, limit, cursor
         )

@@ -12,8 +12,9 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from apex.db import insert, reading
 from apex.pipeline.records import Versioned, currency_code
-from apex.pipeline.tables import conversions, fit, insert, touchpoints
+from apex.pipeline.tables import conversions, fit, touchpoints
 
 MODELS = ("first_touch", "last_touch", "linear")
 WON_STAGE = "closedwon"  # HubSpot's default pipeline's won stage
@@ -513,7 +514,7 @@ def report(engine: Engine, model: str, start: datetime | None, end: datetime | N
     if end is not None:
         bounds.append(conversions.c.occurred_at < end)
     condition = sa.and_(*bounds)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         sales = _sales(conn, condition)
         touches = _touches(conn, sorted({s.lead_id for s in sales if s.lead_id}))
     credits = credit(model, touches, sales)

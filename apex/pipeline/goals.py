@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from apex.db import utcnow
+from apex.db import reading, utcnow
 from apex.errors import NotFoundError
 from apex.ids import new_id
 from apex.pipeline.tables import conversions, goals, leads
@@ -53,14 +53,14 @@ def create(engine: Engine, name: str, metric: str, target: int, source: str | No
 
 def list_all(engine: Engine) -> list[Goal]:
     """Every goal with its progress, oldest first."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = conn.execute(sa.select(goals).order_by(goals.c.created_at, goals.c.id)).all()
         return [_goal(conn, row) for row in rows]
 
 
 def get(engine: Engine, goal_id: str) -> Goal:
     """One goal with its progress. Raises NotFoundError."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         row = conn.execute(sa.select(goals).where(goals.c.id == goal_id)).one_or_none()
         if row is None:
             raise NotFoundError(f"No goal {goal_id}")

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from apex.db import insert, reading
 from apex.errors import NotFoundError
 from apex.ids import new_id
 from apex.pagination import newest_first, split_page
@@ -31,7 +32,6 @@ from apex.pipeline.records import (
 from apex.pipeline.tables import (
     conversions,
     fit,
-    insert,
     lead_aliases,
     lead_identities,
     leads,
@@ -464,7 +464,7 @@ def load(conn: Connection, lead_ids: Iterable[str]) -> dict[str, Lead]:
 
 def get(engine: Engine, lead_id: str) -> Lead:
     """A lead by its id or the id of a lead merged into it. Raises NotFoundError."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         live = resolve(conn, lead_id)
         found = load(conn, [live]) if live else {}
     if not found:
@@ -487,7 +487,7 @@ def page(
         query = query.where(leads.c.id.in_(owned))
     if source is not None:
         query = query.where(leads.c.source == source)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         query = newest_first(conn, query, leads.c.created_at, leads.c.id, limit, cursor)
         ids, next_cursor = split_page(list(conn.execute(query).scalars()), limit, str)
         loaded = load(conn, ids)

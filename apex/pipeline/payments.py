@@ -9,9 +9,10 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from apex.db import insert
 from apex.pipeline import attribution, identity
 from apex.pipeline.records import PAYMENT, Identity, Payment, Refund
-from apex.pipeline.tables import insert, object_properties
+from apex.pipeline.tables import object_properties
 
 LINK = "payment"  # the property of a payment key naming the key its money counts under
 _MAX_HOPS = 4

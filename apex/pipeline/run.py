@@ -7,7 +7,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from apex.db import utcnow
-from apex.events import publish
+from apex.db import insert, reading, utcnow
+from apex.events import publish, publish_in
 from apex.pipeline import attribution, erasure, goals, identity, payments
 from apex.pipeline.extract import extract
 from apex.pipeline.records import (
@@ -33,7 +33,7 @@ from apex.pipeline.records import (
     Refund,
     Touchpoint,
 )
-from apex.pipeline.tables import insert, pipeline_runs
+from apex.pipeline.tables import pipeline_runs
 from apex.sources.source import UnusableEventError
 
 Enrich = Callable[[Record], Record]
@@ -70,8 +70,13 @@ class RunResult:
 @dataclass(frozen=True)
 class _Planned:
     counts: Mapping[str, int]
-    outbox: list[dict[str, Any]]
+    outbox: list[dict[str, Any]]  # the events planned (stored: those an older run left unpublished)
     duplicate: bool
+    delivery_ids: tuple[str, ...] = ()  # of the events published with the changes
+
+
+Finish = Callable[[Connection, RunResult], None]
+"""Work to commit with the run's changes (the caller's bookkeeping: the event processed)."""
 
 
 def run(
@@ -82,33 +87,42 @@ def run(
     headers: Mapping[str, str],
     received_at: datetime,
     enrich: Enrich | None = None,
+    finish: Finish | None = None,
 ) -> RunResult:
     """Turn one inbound event into leads, touchpoints, conversions and published events.
 
     Publishes lead.created, lead.updated (when a lead's visible data changed; with
-    `mergedLeadIds` after a merge) and goal.reached, with ids derived from the event. The changes
-    and the events to publish commit in one transaction, keyed by a digest of (source, type,
-    payload): processing the event again changes nothing and only publishes what a crash kept
-    the first run from publishing. Concurrent runs are safe (see identity.stitch, goals.evaluate).
+    `mergedLeadIds` after a merge) and goal.reached, with ids derived from the event. The
+    changes, the events they publish, and `finish` commit in one transaction, keyed by a digest
+    of (source, type, payload): processing the event again changes and publishes nothing (then
+    `finish` runs in a transaction of its own). Concurrent runs are safe (see identity.stitch,
+    goals.evaluate).
 
     Raises UnusableEventError (from extract or the enricher, or for a notification no enricher
     fetched) for an event Apex has no use for, whatever else `enrich` raises, and database
     errors; the database is then left as it was, so the caller may retry.
     """
     key = run_key(source, event_type, payload)
-    done = _transaction(engine, lambda conn: _stored(conn, key))
-    if done is not None:
-        return _publish(engine, key, done)
-    records = extract(source, event_type, payload, headers, received_at)
-    if enrich is not None:
-        records = [enrich(record) for record in records]
-    records = _fetched(records)
-    privacy = erasure.privacy_deletions(source, event_type, payload, headers, received_at)
-    planned = _transaction(
-        engine,
-        lambda conn: _process(conn, key, source, event_type, records, utcnow(), privacy),
-    )
-    return _publish(engine, key, planned)
+    with reading(engine) as conn:
+        done = _stored(conn, key)
+    if done is None:
+        records = extract(source, event_type, payload, headers, received_at)
+        if enrich is not None:
+            records = [enrich(record) for record in records]
+        records = _fetched(records)
+        privacy = erasure.privacy_deletions(source, event_type, payload, headers, received_at)
+
+        def process(conn: Connection) -> _Planned:
+            planned = _process(conn, key, source, event_type, records, utcnow(), privacy)
+            if finish is not None:
+                finish(conn, _result(planned))
+            return planned
+
+        return _result(_transaction(engine, process))
+    result = _result(_publish(engine, key, done))
+    if finish is not None:
+        _transaction(engine, lambda conn: finish(conn, result))
+    return result
 
 
 def run_key(source: str, event_type: str, payload: Any) -> str:
@@ -169,12 +183,13 @@ def _process(
         "leadsCreated": sum(1 for event in outbox if event["type"] == "lead.created"),
         "leadsUpdated": sum(1 for event in outbox if event["type"] == "lead.updated"),
     }
-    conn.execute(
-        pipeline_runs.update()
-        .where(pipeline_runs.c.key == key)
-        .values(counts=counts, outbox=outbox or None)
-    )
-    return _Planned(counts, outbox, duplicate=False)
+    conn.execute(pipeline_runs.update().where(pipeline_runs.c.key == key).values(counts=counts))
+    delivery_ids = [
+        delivery
+        for event in outbox
+        for delivery in publish_in(conn, event["type"], event["data"], event["id"])
+    ]
+    return _Planned(counts, outbox, duplicate=False, delivery_ids=tuple(delivery_ids))
 
 
 def _apply(
@@ -319,23 +334,27 @@ def _stored(conn: Connection, key: str) -> _Planned | None:
     return _Planned(dict(row.counts), list(row.outbox or []), duplicate=True)
 
 
-def _publish(engine: Engine, key: str, planned: _Planned) -> RunResult:
-    """Publish the planned events (publishing an id twice is a no-op), then empty the outbox."""
+def _publish(engine: Engine, key: str, planned: _Planned) -> _Planned:
+    """A stored run's events that an older version planned and crashed before publishing
+    (it published after the commit): published now (an id twice is a no-op), then forgotten."""
+    if not planned.outbox:
+        return planned
     delivery_ids: list[str] = []
     for event in planned.outbox:
         published = publish(engine, event["type"], event["data"], event_id=event["id"])
         delivery_ids.extend(published.pending)
-    if planned.outbox:
-        with engine.begin() as conn:
-            conn.execute(
-                pipeline_runs.update().where(pipeline_runs.c.key == key).values(outbox=None)
-            )
+    with engine.begin() as conn:
+        conn.execute(pipeline_runs.update().where(pipeline_runs.c.key == key).values(outbox=None))
+    return replace(planned, delivery_ids=tuple(delivery_ids))
+
+
+def _result(planned: _Planned) -> RunResult:
     return RunResult(
         records=planned.counts.get("records", 0),
         leads_created=planned.counts.get("leadsCreated", 0),
         leads_updated=planned.counts.get("leadsUpdated", 0),
         event_ids=tuple(event["id"] for event in planned.outbox),
-        delivery_ids=tuple(delivery_ids),
+        delivery_ids=planned.delivery_ids,
         duplicate=planned.duplicate,
     )
 

@@ -4,8 +4,6 @@ fit their store functions share."""
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 
 from apex.db import UTCDateTime
 from apex.models import metadata
@@ -109,18 +107,6 @@ pipeline_runs = sa.Table(
     sa.Column("outbox", sa.JSON()),
     sa.Column("processed_at", UTCDateTime(), nullable=False),
 )
-
-
-def insert(conn: Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT that supports ON CONFLICT on this connection's database (PostgreSQL, SQLite).
-
-    Raises ValueError on another database.
-    """
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    if conn.dialect.name == "sqlite":
-        return sqlite.insert(table)
-    raise ValueError(f"the pipeline supports PostgreSQL and SQLite, not {conn.dialect.name}")
 
 
 def fit(value: str | None, column: sa.Column[str]) -> str | None:

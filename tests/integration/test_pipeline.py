@@ -434,21 +434,55 @@ def test_processing_events_again_changes_nothing(engine: Engine) -> None:
     assert snapshot(engine) == before
 
 
-def test_events_planned_before_a_crash_are_published_on_reprocessing(
+def test_a_crash_while_publishing_leaves_nothing_so_reprocessing_does_it_all(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def crash(*_: Any, **__: Any) -> None:
         raise ConnectionError("the process died here")
 
     with monkeypatch.context() as patched:
-        patched.setattr(pipeline, "publish", crash)
+        patched.setattr(pipeline, "publish_in", crash)
         with pytest.raises(ConnectionError):
             process(engine, "github", star())
-    assert published(engine) == []
+    assert published(engine) == [] and all_leads(engine) == []
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(pipeline_runs)).scalar() == 0
 
     again = process(engine, "github", star())
-    assert again.duplicate and again.leads_created == 1
+    assert not again.duplicate and again.leads_created == 1
     assert [e["type"] for e in published(engine)] == ["lead.created"]
+    assert len(again.delivery_ids) == 0  # no subscription: nothing to deliver, still published
+
+
+def test_the_finish_work_commits_with_the_run_and_alone_for_a_duplicate(engine: Engine) -> None:
+    seen: list[tuple[bool, int]] = []
+
+    def finish(conn: Any, result: pipeline.RunResult) -> None:
+        runs = conn.execute(sa.select(sa.func.count()).select_from(pipeline_runs)).scalar()
+        seen.append((result.duplicate, runs))  # the run's own row is visible: one transaction
+
+    def failing(conn: Any, result: pipeline.RunResult) -> None:
+        raise RuntimeError("the bookkeeping failed")
+
+    with pytest.raises(RuntimeError):
+        pipeline.run(engine, "github", "star", star(), {}, RECEIVED, finish=failing)
+    assert published(engine) == []  # rolled back with it
+    pipeline.run(engine, "github", "star", star(), {}, RECEIVED, finish=finish)
+    pipeline.run(engine, "github", "star", star(), {}, RECEIVED, finish=finish)
+    assert seen == [(False, 1), (True, 1)]
+
+
+def test_an_outbox_an_older_version_left_unpublished_is_published_on_reprocessing(
+    engine: Engine,
+) -> None:
+    first = process(engine, "github", star())
+    (event,) = published(engine)
+    with engine.begin() as conn:  # as a crash after the commit, before publishing, left it
+        conn.execute(events.delete())
+        conn.execute(pipeline_runs.update().values(outbox=[event]))
+    again = process(engine, "github", star())
+    assert again.duplicate and again.event_ids == first.event_ids == (event["id"],)
+    assert published(engine) == [event]
     with engine.connect() as conn:
         assert conn.execute(sa.select(pipeline_runs.c.outbox)).scalar_one() is None
 
