@@ -8,10 +8,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from apex.db import reading
+from apex.db import insert, reading
 from apex.errors import NotFoundError
 from apex.ids import new_id
 from apex.models import inbound_events
@@ -120,18 +119,13 @@ def receive(engine: Engine, events: Sequence[InboundEvent], now: datetime) -> Re
         )
     if not rows:
         return Received(new_ids=[], queued_ids=[], duplicate=False)
-    insert: postgresql.Insert | sqlite.Insert
-    if engine.dialect.name == "postgresql":
-        insert = postgresql.insert(inbound_events)
-    elif engine.dialect.name == "sqlite":
-        insert = sqlite.insert(inbound_events)
-    else:
-        raise ValueError(f"receive() supports PostgreSQL and SQLite, not {engine.dialect.name}")
-    # One cached statement run over the rows (not a multi-row VALUES compiled per call).
-    statement = insert.on_conflict_do_nothing(index_elements=["source", "dedupe_key"]).returning(
-        inbound_events.c.id
-    )
     with engine.begin() as conn:
+        # One cached statement run over the rows (not a multi-row VALUES compiled per call).
+        statement = (
+            insert(conn, inbound_events)
+            .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
+            .returning(inbound_events.c.id)
+        )
         created = set(conn.execute(statement, rows).scalars())
     new_ids = [row_id for row_id in ids if row_id in created]
     queued_ids = [row_id for row_id in new_ids if row_id not in ignored]
