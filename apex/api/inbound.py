@@ -90,7 +90,7 @@ def _receive(source: str) -> tuple[dict[str, Any], int]:
     legacy = rt.settings.legacy_signatures(source)  # replayable schemes, off unless allowed
     verify = known.verify_legacy if legacy and known.verify_legacy else known.verify
     events = verify(raw, rt.settings.inbound_secrets(source), time.time())
-    received = store.receive(rt.engine, events, utcnow())
+    received = rt.receiver.receive(events, utcnow())
     if received.duplicate:
         log.info("inbound %s: duplicate of %d known event(s)", source, len(events))
         return {"received": True, "duplicate": True}, 200

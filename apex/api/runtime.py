@@ -11,6 +11,7 @@ from redis.retry import Retry
 from sqlalchemy.engine import Engine
 
 from apex.db import make_engine
+from apex.inbound.store import Receiver
 from apex.secretbox import SecretBox
 from config import Settings
 
@@ -21,6 +22,7 @@ class Runtime:
     engine: Engine
     redis: Redis
     box: SecretBox
+    receiver: Receiver  # stores inbound webhooks, concurrent requests in one transaction
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -28,9 +30,10 @@ def build_runtime(settings: Settings) -> Runtime:
     client that fails fast when Redis is down (what a request enqueues is already committed,
     and the sweeper enqueues it later). rediss:// URLs carry their TLS options (see
     config.settings). Connects to nothing yet; never raises for an unreachable service."""
+    engine = make_engine(settings.database_url, settings.db_pool_size, settings.db_max_overflow)
     return Runtime(
         settings=settings,
-        engine=make_engine(settings.database_url, settings.db_pool_size, settings.db_max_overflow),
+        engine=engine,
         redis=Redis.from_url(
             settings.redis_url,
             socket_connect_timeout=2,
@@ -38,6 +41,7 @@ def build_runtime(settings: Settings) -> Runtime:
             retry=Retry(NoBackoff(), 1),
         ),
         box=SecretBox(settings.secret_key),
+        receiver=Receiver(engine),
     )
 
 

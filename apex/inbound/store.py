@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from apex.db import insert, reading
 from apex.errors import NotFoundError
+from apex.groupcommit import GroupCommit
 from apex.ids import new_id
 from apex.models import inbound_events
 from apex.pagination import newest_first, split_page
@@ -78,6 +79,15 @@ class StoredEvent:
     processed_at: datetime | None
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """One request's verified events, as rows to insert (see receive)."""
+
+    ids: list[str]  # in request order, one per distinct event
+    ignored: frozenset[str]  # those stored `ignored`
+    rows: list[dict[str, Any]]
+
+
 def receive(engine: Engine, events: Sequence[InboundEvent], now: datetime) -> Received:
     """Store each event as a `queued` row (`ignored`, with its reason, when the verifier said
     so), in one transaction, skipping those already stored.
@@ -85,15 +95,33 @@ def receive(engine: Engine, events: Sequence[InboundEvent], now: datetime) -> Re
     Race-safe: the insert is `ON CONFLICT (source, dedupe_key) DO NOTHING`, so concurrent
     deliveries of one event create one row and every other sees a duplicate. Rows are marked
     enqueued at `now`: the caller enqueues their ids next, and sweep finds them if it cannot.
-    Works on PostgreSQL and SQLite; raises ValueError on another database.
+    Works on PostgreSQL and SQLite; raises ValueError on another database. Request threads
+    share transactions through `Receiver`.
     """
+    with engine.begin() as conn:
+        return store_arrivals(conn, [arrival(events, now)])[0]
+
+
+class Receiver(GroupCommit[Arrival, Received]):
+    """receive() for the web's request threads: concurrent requests' events are inserted in
+    one transaction (see apex.groupcommit), each request answered once it is committed."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine, store_arrivals)
+
+    def receive(self, events: Sequence[InboundEvent], now: datetime) -> Received:
+        return self.submit(arrival(events, now))
+
+
+def arrival(events: Sequence[InboundEvent], now: datetime) -> Arrival:
+    """The rows for one request's events: the same event twice in it is one row."""
     ids: list[str] = []
     ignored: set[str] = set()
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     for event in events:
         key = (event.source, event.dedupe_key)
-        if key in seen:  # the same event twice in one batch is one event
+        if key in seen:
             continue
         seen.add(key)
         ids.append(new_id(ID_PREFIX))
@@ -117,9 +145,16 @@ def receive(engine: Engine, events: Sequence[InboundEvent], now: datetime) -> Re
                 "processed_at": None if queued else now,
             }
         )
-    if not rows:
-        return Received(new_ids=[], queued_ids=[], duplicate=False)
-    with engine.begin() as conn:
+    return Arrival(ids, frozenset(ignored), rows)
+
+
+def store_arrivals(conn: Connection, arrivals: Sequence[Arrival]) -> list[Received]:
+    """Insert the rows of `arrivals` in the caller's transaction, with one statement; what
+    each request's events became. Of two requests carrying the same event, the first stores it
+    and the second finds it stored (a duplicate)."""
+    rows = [row for a in arrivals for row in a.rows]
+    created: set[str] = set()
+    if rows:
         # One cached statement run over the rows (not a multi-row VALUES compiled per call).
         statement = (
             insert(conn, inbound_events)
@@ -127,9 +162,14 @@ def receive(engine: Engine, events: Sequence[InboundEvent], now: datetime) -> Re
             .returning(inbound_events.c.id)
         )
         created = set(conn.execute(statement, rows).scalars())
-    new_ids = [row_id for row_id in ids if row_id in created]
-    queued_ids = [row_id for row_id in new_ids if row_id not in ignored]
-    return Received(new_ids=new_ids, queued_ids=queued_ids, duplicate=not new_ids)
+    received = []
+    for a in arrivals:
+        new_ids = [row_id for row_id in a.ids if row_id in created]
+        queued_ids = [row_id for row_id in new_ids if row_id not in a.ignored]
+        received.append(
+            Received(new_ids=new_ids, queued_ids=queued_ids, duplicate=bool(a.ids) and not new_ids)
+        )
+    return received
 
 
 def claim(engine: Engine, event_id: str, now: datetime, lease: timedelta) -> Claimed | None:
