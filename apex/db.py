@@ -112,16 +112,15 @@ def _sqlite_begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def insert(conn: Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT that supports ON CONFLICT on this connection's database (PostgreSQL, SQLite).
-
-    Raises ValueError on another database.
-    """
-    if conn.dialect.name == "postgresql":
+def insert(on: Connection | str, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that supports ON CONFLICT on this connection's database, or the database
+    named (a dialect's name): PostgreSQL or SQLite. Raises ValueError on another."""
+    dialect = on if isinstance(on, str) else on.dialect.name
+    if dialect == "postgresql":
         return postgresql.insert(table)
-    if conn.dialect.name == "sqlite":
+    if dialect == "sqlite":
         return sqlite.insert(table)
-    raise ValueError(f"Apex supports PostgreSQL and SQLite, not {conn.dialect.name}")
+    raise ValueError(f"Apex supports PostgreSQL and SQLite, not {dialect}")
 
 
 @contextmanager

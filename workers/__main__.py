@@ -293,13 +293,6 @@ def supervise(
         stop.wait(restart_delay)
 
 
-# Seconds a thread may hold the GIL while another waits for it (Python's default: 5 ms). The
-# job thread's SQLite statements give the GIL up while SQLite works, and each time they wait up
-# to this long for it back from the event loop's thread: 5 ms per statement, with SQLite's
-# write lock held, measured as the web's inserts queueing 16 ms behind the worker.
-SWITCH_INTERVAL = 0.0005
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers")
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
@@ -310,7 +303,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worker: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
-    sys.setswitchinterval(SWITCH_INTERVAL)
     ctx = context.configure(settings)
     try:
         supervise(ctx, args.burst, settings.log_level)

@@ -29,6 +29,7 @@ log = logging.getLogger("apex.jobs")
 Summary = dict[str, int]
 
 INBOUND_LEASE_SECONDS = 300
+CLAIM_BATCH = 5  # events claimed together: five lookups at their slowest fit in the lease
 RECORD_PATIENCE = 30.0  # seconds an event's outcome waits for the database to come back
 READY_INBOUND = ReadyList("inbound", INBOUND, batch=20, help_backlog=200)
 
@@ -61,15 +62,29 @@ def drain_inbound() -> int:
 
 
 def _process_each(event_ids: list[str]) -> int:
+    """Process events, claimed CLAIM_BATCH at a time (one transaction per claim)."""
     processed = 0
-    for event_id in event_ids:
-        try:
-            processed += process_inbound(event_id) is not None
-        except Exception:
-            # process_inbound recorded the failure on the row and scheduled its retry (or, if it
-            # could not, the row stays due for sweep_inbound); carry on with the others.
-            log.exception("inbound %s: processing failed", event_id)
+    for start in range(0, len(event_ids), CLAIM_BATCH):
+        for claimed in _claim(event_ids[start : start + CLAIM_BATCH]):
+            try:
+                processed += _process(claimed) is not None
+            except Exception:
+                # _process recorded the failure on the row and scheduled its retry (or, if it
+                # could not, the row stays due for sweep_inbound); carry on with the others.
+                log.exception("inbound %s: processing failed", claimed.id)
     return processed
+
+
+def _claim(event_ids: list[str]) -> list[store.Claimed]:
+    ctx = context.current()
+    # Enrichment may wait on a source's API (about 40 s per lookup at worst): hold the events
+    # long enough that the sweeper does not hand one to a second worker meanwhile (were it to,
+    # processing it twice changes nothing: see apex.pipeline.run).
+    lease = timedelta(seconds=max(ctx.settings.lease_seconds, INBOUND_LEASE_SECONDS))
+    claimed = store.claim(ctx.engine, event_ids, utcnow(), lease)
+    for event_id in set(event_ids) - {c.id for c in claimed}:
+        log.info("inbound %s: nothing to do (processed, not due or unknown)", event_id)
+    return claimed
 
 
 def _patiently(record: Callable[[], T]) -> T:
@@ -98,14 +113,14 @@ def process_inbound(event_id: str) -> Summary | None:
     connector.error is published). The exception is then re-raised, so that a job of its own
     lands in RQ's failed registry; drain_inbound() logs it and goes on with the next event.
     """
+    claimed = _claim([event_id])
+    return _process(claimed[0]) if claimed else None
+
+
+def _process(claimed: store.Claimed) -> Summary | None:
+    """process_inbound() of an event this job claimed."""
     ctx = context.current()
-    # Enrichment may wait on a source's API (about 40 s per lookup at worst): hold the event
-    # long enough that the sweeper does not hand it to a second worker meanwhile.
-    lease = timedelta(seconds=max(ctx.settings.lease_seconds, INBOUND_LEASE_SECONDS))
-    claimed = store.claim(ctx.engine, event_id, utcnow(), lease)
-    if claimed is None:
-        log.info("inbound %s: nothing to do (processed, not due or unknown)", event_id)
-        return None
+    event_id = claimed.id
 
     def finish(conn: Connection, result: RunResult) -> None:
         # With the run's changes: the event is processed, and counted, once or not at all.

@@ -172,27 +172,35 @@ def store_arrivals(conn: Connection, arrivals: Sequence[Arrival]) -> list[Receiv
     return received
 
 
-def claim(engine: Engine, event_id: str, now: datetime, lease: timedelta) -> Claimed | None:
-    """Take a due queued event for `lease` and count the attempt.
+def claim(
+    engine: Engine, event_ids: Sequence[str], now: datetime, lease: timedelta
+) -> list[Claimed]:
+    """Take the due queued events among `event_ids` for `lease` and count their attempt, in
+    one transaction; returns them in the order asked.
 
-    Returns None when it is not ours to process (processed, failed for good, not yet due within
-    CLOCK_SKEW, held by another worker, or unknown): a duplicate job is a no-op. A worker that
-    dies while holding it leaves it due again when the lease ends, for sweep to find.
+    Those not ours to process (processed, failed for good, not yet due within CLOCK_SKEW, held
+    by another worker, or unknown) are left out: a duplicate job is a no-op. A worker that
+    dies while holding one leaves it due again when the lease ends, for sweep to find.
     """
+    if not event_ids:
+        return []
     skew = min(CLOCK_SKEW, lease / 2)
     with engine.begin() as conn:
-        result = conn.execute(
-            inbound_events.update()
-            .where(
-                inbound_events.c.id == event_id,
-                inbound_events.c.status == "queued",
-                inbound_events.c.next_attempt_at <= now + skew,
-            )
-            .values(attempts=inbound_events.c.attempts + 1, next_attempt_at=now + lease)
+        taken = list(
+            conn.execute(
+                inbound_events.update()
+                .where(
+                    inbound_events.c.id.in_(list(event_ids)),
+                    inbound_events.c.status == "queued",
+                    inbound_events.c.next_attempt_at <= now + skew,
+                )
+                .values(attempts=inbound_events.c.attempts + 1, next_attempt_at=now + lease)
+                .returning(inbound_events.c.id)
+            ).scalars()
         )
-        if result.rowcount != 1:
-            return None
-        row = conn.execute(
+        if not taken:
+            return []
+        rows = conn.execute(
             sa.select(
                 inbound_events.c.id,
                 inbound_events.c.source,
@@ -201,9 +209,10 @@ def claim(engine: Engine, event_id: str, now: datetime, lease: timedelta) -> Cla
                 inbound_events.c.headers,
                 inbound_events.c.attempts,
                 inbound_events.c.received_at,
-            ).where(inbound_events.c.id == event_id)
-        ).one()
-    return Claimed(**row._mapping)
+            ).where(inbound_events.c.id.in_(taken))
+        ).all()
+    claimed = {row.id: Claimed(**row._mapping) for row in rows}
+    return [claimed[event_id] for event_id in dict.fromkeys(event_ids) if event_id in claimed]
 
 
 def mark_processed(conn: Connection, event_id: str, now: datetime, result: Any) -> bool:

@@ -4,6 +4,7 @@ say about their objects (newest wins per property), erasure, and the lead the AP
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import defaultdict
@@ -152,20 +153,50 @@ def pairs_in(
 ) -> sa.ColumnElement[bool]:
     """(kind, value) is one of `pairs`: one IN per kind, which SQLite searches an index of
     (kind, value) with; a row-value IN it answers by scanning the whole table."""
+    return sa.or_(*(sa.and_(kind == k, value.in_(vs)) for k, vs in _by_kind(pairs)))
+
+
+def _by_kind(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, list[str]]]:
     by_kind: defaultdict[str, list[str]] = defaultdict(list)
     for k, v in pairs:
         by_kind[k].append(v)
-    return sa.or_(*(sa.and_(kind == k, value.in_(vs)) for k, vs in sorted(by_kind.items())))
+    return sorted(by_kind.items())
+
+
+def _pairs_params(pairs: Iterable[tuple[str, str]]) -> tuple[int, dict[str, Any]]:
+    """The parameters of a query made by _matching(): how many kinds, and their values."""
+    grouped = _by_kind(pairs)
+    params: dict[str, Any] = {}
+    for i, (k, vs) in enumerate(grouped):
+        params[f"kind_{i}"], params[f"values_{i}"] = k, vs
+    return len(grouped), params
+
+
+def _matching(
+    kind: sa.ColumnElement[str], value: sa.ColumnElement[str], kinds: int
+) -> sa.ColumnElement[bool]:
+    """pairs_in() with the pairs as parameters (see _pairs_params), so that a query built
+    once per number of kinds serves every call: stitching runs a few per event."""
+    return sa.or_(
+        *(
+            sa.and_(
+                kind == sa.bindparam(f"kind_{i}"),
+                value.in_(sa.bindparam(f"values_{i}", expanding=True)),
+            )
+            for i in range(kinds)
+        )
+    )
+
+
+@functools.cache
+def _owners_query(kinds: int) -> sa.Select[Any]:
+    c = lead_identities.c
+    return sa.select(c.lead_id).where(_matching(c.kind, c.value, kinds)).distinct()
 
 
 def _owners(conn: Connection, keys: Sequence[Identity]) -> set[str]:
-    pairs = [(key.kind, key.value) for key in keys]
-    rows = conn.execute(
-        sa.select(lead_identities.c.lead_id)
-        .where(pairs_in(lead_identities.c.kind, lead_identities.c.value, pairs))
-        .distinct()
-    )
-    return set(rows.scalars())
+    kinds, params = _pairs_params((key.kind, key.value) for key in keys)
+    return set(conn.execute(_owners_query(kinds), params).scalars())
 
 
 def _lock(conn: Connection, lead_ids: set[str]) -> list[str]:
@@ -193,8 +224,7 @@ def _claim(conn: Connection, keys: Sequence[Identity], lead_id: str, now: dateti
         {"kind": key.kind, "value": key.value, "lead_id": lead_id, "created_at": now}
         for key in keys
     ]
-    statement = insert(conn, lead_identities).values(rows)
-    conn.execute(statement.on_conflict_do_nothing(index_elements=["kind", "value"]))
+    conn.execute(_statement(conn, "claim"), rows)
 
 
 def _merge(
@@ -241,19 +271,29 @@ def record_properties(
     values = dict(properties)
     if not values:
         return
-    statement = insert(conn, object_properties).values(
-        [
-            {
-                "object_kind": subject.kind,
-                "object_value": subject.value,
-                "name": name,
-                "value": value,
-                "occurred_at": at,
-            }
-            for name, value in sorted(values.items())
-        ]
+    rows = [
+        {
+            "object_kind": subject.kind,
+            "object_value": subject.value,
+            "name": name,
+            "value": value,
+            "occurred_at": at,
+        }
+        for name, value in sorted(values.items())
+    ]
+    conn.execute(_statement(conn, "properties"), rows)
+
+
+@functools.cache
+def _statements(dialect: str) -> dict[str, sa.Executable]:
+    """The pipeline's hottest writes, built once per database kind and run over rows (one
+    statement compiled once, not a multi-row VALUES compiled per call)."""
+    claim = insert(dialect, lead_identities).on_conflict_do_nothing(
+        index_elements=["kind", "value"]
     )
-    excluded, stored = statement.excluded, object_properties.c
+    upsert = insert(dialect, object_properties)
+    excluded, stored = upsert.excluded, object_properties.c
+    # Per property the newest `at` wins; on a tie, the greater value.
     newer = sa.or_(
         excluded.occurred_at > stored.occurred_at,
         sa.and_(
@@ -261,13 +301,16 @@ def record_properties(
             sa.func.coalesce(excluded.value, "") > sa.func.coalesce(stored.value, ""),
         ),
     )
-    conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=["object_kind", "object_value", "name"],
-            set_={"value": excluded.value, "occurred_at": excluded.occurred_at},
-            where=newer,
-        )
+    properties = upsert.on_conflict_do_update(
+        index_elements=["object_kind", "object_value", "name"],
+        set_={"value": excluded.value, "occurred_at": excluded.occurred_at},
+        where=newer,
     )
+    return {"claim": claim, "properties": properties}
+
+
+def _statement(conn: Connection, name: str) -> sa.Executable:
+    return _statements(conn.dialect.name)[name]
 
 
 def properties(
@@ -279,17 +322,21 @@ def properties(
     found: dict[Identity, dict[str, Versioned]] = defaultdict(dict)
     if not pairs:
         return found
-    c = object_properties.c
-    rows = conn.execute(
-        sa.select(c.object_kind, c.object_value, c.name, c.value, c.occurred_at).where(
-            pairs_in(c.object_kind, c.object_value, pairs)
-        )
-    )
+    kinds, params = _pairs_params(pairs)
+    rows = conn.execute(_properties_query(kinds), params)
     for kind, value, name, stored, at in rows:
         found[Identity(kind, value)][name] = Versioned(stored, at)
     for subject, stated in found.items():
         found[subject] = fold_links(stated)
     return found
+
+
+@functools.cache
+def _properties_query(kinds: int) -> sa.Select[Any]:
+    c = object_properties.c
+    return sa.select(c.object_kind, c.object_value, c.name, c.value, c.occurred_at).where(
+        _matching(c.object_kind, c.object_value, kinds)
+    )
 
 
 def erased_since(conn: Connection, subject: Identity, at: datetime) -> bool:

@@ -121,7 +121,7 @@ def test_an_event_held_by_another_job_is_left_alone(
 ) -> None:
     event_id = receive(client, stripe_body())
     lease = timedelta(seconds=inbound_jobs.INBOUND_LEASE_SECONDS)  # as process_inbound holds it
-    assert store.claim(worker_context.engine, event_id, utcnow(), lease)
+    assert store.claim(worker_context.engine, [event_id], utcnow(), lease)
 
     assert inbound_jobs.process_inbound(event_id) is None
     assert row(app, event_id).status == "queued"

@@ -608,6 +608,9 @@ class Receiver:
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
+            # socketserver's default backlog of 5 drops connections 64 clients make at once,
+            # and their SYNs are retried 1, 3, 7 s later: the attempts then run into timeouts.
+            request_queue_size = 128
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
             def handle_error(self, request: object, client_address: object) -> None:
