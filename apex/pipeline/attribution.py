@@ -3,6 +3,7 @@ source and campaign. The models are pure; the store functions write the two tabl
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -280,6 +281,38 @@ def record_touch(conn: Connection, lead_id: str, key: str, touch: Touch, replace
         conn.execute(statement.on_conflict_do_nothing(index_elements=["key"]))
 
 
+@functools.cache
+def _payment_upsert(dialect: str) -> sa.Executable:
+    """Count a payment (its row's values as parameters): built once, it runs for every
+    payment event."""
+    statement = insert(dialect, conversions)
+    excluded, stored = statement.excluded, conversions.c
+    return statement.on_conflict_do_update(
+        index_elements=["key"],
+        set_={
+            "amount": sa.case(
+                (excluded.amount > stored.amount, excluded.amount), else_=stored.amount
+            ),
+            "lead_id": sa.func.coalesce(stored.lead_id, excluded.lead_id),
+            **{
+                name: sa.case((excluded[name] < stored[name], excluded[name]), else_=stored[name])
+                for name in ("occurred_at", "attributed_at")
+            },
+        },
+    )
+
+
+# A payment's refund conversion is credited where the payment is.
+_REFUND_FOLLOWS = (
+    conversions.update()
+    .where(conversions.c.key == sa.bindparam("refund"))
+    .values(
+        lead_id=sa.func.coalesce(sa.bindparam("lead"), conversions.c.lead_id),
+        attributed_at=sa.bindparam("at"),
+    )
+)
+
+
 def record_payment(
     conn: Connection,
     lead_id: str | None,
@@ -302,43 +335,24 @@ def record_payment(
         ).first()
         if counted is None:
             return set()
-    statement = insert(conn, conversions).values(
-        key=key,
-        lead_id=lead_id,
-        kind="payment",
-        amount=amount or 0,
-        currency=currency,
-        occurred_at=at,
-        attributed_at=at,
-    )
-    excluded = statement.excluded
     conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=["key"],
-            set_={
-                "amount": sa.case(
-                    (excluded.amount > stored.amount, excluded.amount), else_=stored.amount
-                ),
-                "lead_id": sa.func.coalesce(stored.lead_id, excluded.lead_id),
-                **{
-                    name: sa.case(
-                        (excluded[name] < stored[name], excluded[name]), else_=stored[name]
-                    )
-                    for name in ("occurred_at", "attributed_at")
-                },
-            },
-        )
+        _payment_upsert(conn.dialect.name),
+        {
+            "key": key,
+            "lead_id": lead_id,
+            "kind": "payment",
+            "amount": amount or 0,
+            "currency": currency,
+            "occurred_at": at,
+            "attributed_at": at,
+        },
     )
     row = conn.execute(
         sa.select(stored.lead_id, stored.attributed_at).where(stored.key == key)
     ).one()
     conn.execute(
-        conversions.update()
-        .where(stored.key == f"{key}{_REFUND_SUFFIX}")
-        .values(
-            lead_id=sa.func.coalesce(row.lead_id, stored.lead_id),
-            attributed_at=row.attributed_at,
-        )
+        _REFUND_FOLLOWS,
+        {"refund": f"{key}{_REFUND_SUFFIX}", "lead": row.lead_id, "at": row.attributed_at},
     )
     return {row.lead_id} if row.lead_id else set()
 
