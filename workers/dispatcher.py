@@ -6,8 +6,10 @@ the process's event loop (apex.delivery.transport: aiohttp, the SSRF rules in it
 deadline per attempt) once it holds one of its endpoint's slots (apex.delivery.limits: the
 concurrency and rate limits, shared in Redis by every worker). A delivery whose endpoint has
 no free slot waits behind this process's requests to that endpoint, in the same slot, as long
-as its lease allows; otherwise it is given back to the database, and one wake-up job per
-endpoint (not one job per delivery) claims that endpoint's due deliveries again shortly. A
+as its lease allows; if none of this process's requests go there (other workers hold the
+slots) and the endpoint answers, it waits up to SLOT_WAIT seconds for one of them to free a
+slot. Otherwise it is given back to the database, and one wake-up job per endpoint (not one
+job per delivery) claims that endpoint's due deliveries again shortly. A
 recorder thread stores finished attempts in batches (group commit).
 
 Stopping (SIGTERM, see stop_all) takes no new work: deliveries handed over or queued are given
@@ -52,6 +54,8 @@ QUEUE_WAIT = 0.25  # seconds a job waits for room in a draining endpoint's queue
 PROGRESS = 0.5  # an endpoint that finished a request this recently counts as draining
 DRAINING_DEPTH = 25  # deliveries per lane that may wait for a draining endpoint
 RATE_WAIT = 1.0  # a request its endpoint's rate delays longer than this is given back
+SLOT_WAIT = 2.0  # seconds a delivery waits here for a slot other workers hold, no lane here
+SLOT_POLL = 0.02  # seconds between its tries
 RECORD_BATCH = 200
 # Attempts still in flight this many seconds after a stop request are cut (recorded as
 # interrupted): with recording and exit the process ends within Heroku's 30 s.
@@ -93,7 +97,9 @@ class Dispatcher:
         self._in_flight: Counter[str] = Counter()  # lanes (each holding a slot) per endpoint
         self._queued: defaultdict[str, deque[Ready]] = defaultdict(deque)
         self._last_done: dict[str, float] = {}
+        self._last_quick: dict[str, bool] = {}  # whether its last attempt was answered quickly
         self._open: set[str] = set()  # endpoints whose circuit a recorded attempt opened
+        self._slot_waiters: set[str] = set()  # endpoints with an _await_slot running
         self._cond = threading.Condition()
         self._stopping = False
         self._loop = EventLoop()
@@ -143,7 +149,9 @@ class Dispatcher:
             endpoint = ready.claimed.subscription_id
             with self._cond:
                 lanes = self._in_flight[endpoint]
-            got = self._acquire(ready) if lanes < self.limit(ready) else Wait(DEFER)
+                waiting = endpoint in self._slot_waiters  # joins the queue a waiter serves
+            free = lanes < self.limit(ready) and not waiting
+            got = self._acquire(ready) if free else Wait(DEFER)
             if isinstance(got, Slot):
                 if not self._start(ready, got):
                     deferred += [(r, DEFER) for r in claimed[index:]]
@@ -153,10 +161,91 @@ class Dispatcher:
                 if self._in_flight[endpoint] and self._has_room(ready):
                     self._queued[endpoint].append(ready)
                     continue
+                waiter = None if self._in_flight[endpoint] else self._wait_here(ready)
+            if waiter is not None:
+                if waiter:
+                    self._track(self._loop.submit(self._await_slot(endpoint)))
+                continue
             deferred.append((ready, max(got.seconds, DEFER)))
         if deferred:
             self._give_back(deferred)
         return len(claimed)
+
+    def _wait_here(self, ready: Ready) -> bool | None:
+        """Queue `ready` to wait here for a slot of its endpoint that other workers hold, if
+        no lane of this process serves that endpoint and it is answering: True if a waiter
+        must start for it, False if one runs; None (not queued) to give it back instead.
+        Call with the lock held."""
+        endpoint = ready.claimed.subscription_id
+        if self._stopping or endpoint in self._open:
+            return None
+        if not self._draining(endpoint):
+            return None  # seen not answering: what waits for it goes back to the database
+        most = self._max_queued(ready, draining=True)
+
+        def room() -> bool:
+            return len(self._queued[endpoint]) < most
+
+        if not (
+            room() or (endpoint in self._slot_waiters and self._cond.wait_for(room, QUEUE_WAIT))
+        ):
+            return None
+        self._queued[endpoint].append(ready)
+        if endpoint in self._slot_waiters:
+            return False
+        self._slot_waiters.add(endpoint)
+        return True
+
+    async def _await_slot(self, endpoint: str) -> None:
+        """Start lanes for `endpoint`'s deliveries queued here, as other workers free its
+        slots, until a lane of this process serves it at its limit or the queue is empty;
+        what no slot came for within SLOT_WAIT seconds goes back to the database. Without
+        this, a second worker given work for an endpoint whose slots the first holds would
+        give it all back and claim it again a second later, over and over."""
+        deadline = time.monotonic() + SLOT_WAIT
+        try:
+            while True:
+                with self._cond:
+                    queue = self._queued.get(endpoint)
+                    if self._stopping or not queue:
+                        return
+                    head = queue[0]
+                    if self._in_flight[endpoint] >= self.limit(head):
+                        return  # our lanes serve the queue
+                got = await asyncio.to_thread(self._acquire, head)
+                if isinstance(got, Slot):
+                    with self._cond:
+                        # Still this endpoint's queue: a stop or an opened circuit may have
+                        # handed it back meanwhile.
+                        ours = self._queued.get(endpoint) is queue and not self._stopping
+                        ready = queue.popleft() if ours and queue and self._free > 0 else None
+                        if ready is not None:
+                            self._free -= 1
+                            self._lane_starts(endpoint)
+                    if ready is None:
+                        self._release(got)
+                        await asyncio.sleep(SLOT_POLL)
+                    else:
+                        self._track(self._loop.submit(self._lane(ready, got)))
+                    continue
+                with self._cond:
+                    served = self._in_flight[endpoint] > 0
+                if served:
+                    return  # a lane of ours goes on with the queue
+                if time.monotonic() >= deadline:
+                    with self._cond:
+                        rest = list(self._queued.pop(endpoint, ()))
+                    await asyncio.to_thread(self._give_back, [(r, DEFER) for r in rest])
+                    return
+                await asyncio.sleep(min(got.seconds, SLOT_POLL))
+        finally:
+            with self._cond:
+                self._slot_waiters.discard(endpoint)
+
+    def _track(self, lane: concurrent.futures.Future[None]) -> None:
+        with self._cond:
+            self._lanes.add(lane)
+        lane.add_done_callback(self._lane_done)
 
     def _acquire(self, ready: Ready) -> Slot | Wait:
         c = ready.claimed
@@ -177,12 +266,9 @@ class Dispatcher:
                 self._release(slot)
                 return False
             self._free -= 1
-            self._in_flight[endpoint] += 1
+            self._lane_starts(endpoint)
         try:
-            lane = self._loop.submit(self._lane(ready, slot))
-            with self._cond:
-                self._lanes.add(lane)
-            lane.add_done_callback(self._lane_done)
+            self._track(self._loop.submit(self._lane(ready, slot)))
         except BaseException:  # e.g. the job's timeout fired here: give both back
             with self._cond:
                 self._free += 1
@@ -199,16 +285,33 @@ class Dispatcher:
         endpoint = ready.claimed.subscription_id
         if endpoint in self._open:
             return False  # its circuit opened: what it has waits in the database
-        # An endpoint counts as draining until it is seen not answering: a first batch to a
-        # fast one must not be given back for want of evidence.
-        last = self._last_done.get(endpoint)
-        draining = last is None or time.monotonic() - last < PROGRESS
+        draining = self._draining(endpoint)
         most = self._max_queued(ready, draining)
 
         def room() -> bool:
             return len(self._queued[endpoint]) < most
 
         return room() or (draining and self._cond.wait_for(room, QUEUE_WAIT))
+
+    def _draining(self, endpoint: str) -> bool:
+        """Whether `endpoint` answers, as far as this process has seen: it counts as draining
+        until seen not answering (a first batch to a fast endpoint must not be given back for
+        want of evidence). Seen not answering: requests of ours in flight and none finished
+        for PROGRESS seconds since the first of them started (see _lane_starts), or, with none
+        in flight, the last one having taken that long (a time out). An endpoint merely idle
+        since its last quick answer still drains. Call with the lock held."""
+        last = self._last_done.get(endpoint)
+        if last is None or time.monotonic() - last < PROGRESS:
+            return True
+        return not self._in_flight[endpoint] and self._last_quick.get(endpoint, False)
+
+    def _lane_starts(self, endpoint: str) -> None:
+        """Count a lane starting for `endpoint`. The first after a quiet spell starts the clock
+        of _draining anew, if the endpoint's last answer came quickly: its lanes have had no
+        time to finish anything yet. Call with the lock held."""
+        if not self._in_flight[endpoint] and self._last_quick.get(endpoint, False):
+            self._last_done[endpoint] = time.monotonic()
+        self._in_flight[endpoint] += 1
 
     def _give_back(self, deferred: list[tuple[Ready, float]]) -> None:
         """Hand deliveries back to the database, each endpoint's due again after its delay,
@@ -235,9 +338,12 @@ class Dispatcher:
                 if time.monotonic() - current.claimed_at > self._renew_after:
                     # None: taken over meanwhile, skip it
                     current = await asyncio.to_thread(renew, self._ctx, current)
+                quick = None
                 if current is not None:
-                    self._done.put(await send(self._ctx, current, self._client, self._deadlines))
-                current = await self._next(endpoint, slot)
+                    attempted = await send(self._ctx, current, self._client, self._deadlines)
+                    self._done.put(attempted)
+                    quick = attempted.outcome.duration_ms < PROGRESS * 1000
+                current = await self._next(endpoint, slot, quick)
         finally:
             self._release(slot)
             with self._cond:
@@ -250,11 +356,14 @@ class Dispatcher:
         if not lane.cancelled() and lane.exception() is not None:
             log.error("a delivery lane failed", exc_info=lane.exception())
 
-    async def _next(self, endpoint: str, slot: Slot) -> Ready | None:
+    async def _next(self, endpoint: str, slot: Slot, quick: bool | None) -> Ready | None:
         """The next delivery queued for `endpoint` that this lane may send in its slot, or
-        None, the lane ending (the queue handed back if the slot could not go on)."""
+        None, the lane ending (the queue handed back if the slot could not go on). `quick`:
+        whether the attempt just made was answered within PROGRESS (None: none was made)."""
         with self._cond:
             self._last_done[endpoint] = time.monotonic()
+            if quick is not None:
+                self._last_quick[endpoint] = quick
             waiting = self._queued[endpoint]
             following = waiting.popleft() if waiting and not self._stopping else None
             if following is None:

@@ -15,12 +15,17 @@ import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
+from redis import Redis
+from rq import Queue
+from rq.job import Job
 from werkzeug import Request, Response
 
+from apex.delivery.limits import EndpointLimits, Slot
 from apex.models import attempts as attempt_table
 from apex.models import deliveries as delivery_table
 from tests.integration.conftest import wait_for
 from tests.integration.receivers import publish, subscribe
+from workers.jobs import DELIVERIES
 
 pytestmark = pytest.mark.postgres
 
@@ -104,6 +109,66 @@ def test_a_subscription_rate_limit_holds_over_three_worker_processes(
     busiest = max(sum(t <= s < t + 1.0 for s in starts) for t in starts)
     assert busiest <= 5, busiest
     assert starts[-1] - starts[0] >= (len(starts) - 1) / 4 * 0.9
+
+
+def test_a_worker_waits_for_slots_another_worker_holds_instead_of_giving_work_back(
+    client: FlaskClient,
+    auth: dict[str, str],
+    threaded_server: HTTPServer,
+    processes: Callable[..., Any],
+    redis_conn: Redis,
+) -> None:
+    receiver = CountingReceiver(threaded_server, "/held")
+    sub_id = create(client, auth, receiver.url, concurrency=2)
+    # "Another worker" (this test) holds both slots of the endpoint for a moment.
+    elsewhere = EndpointLimits(redis_conn, slot_ttl=30)
+    held = [elsewhere.acquire(sub_id, 2, None) for _ in range(2)]
+    assert all(isinstance(slot, Slot) for slot in held)
+    processes()
+    events = [publish(client, auth, "lead.created")["id"] for _ in range(10)]
+    time.sleep(1.0)  # the worker has claimed them by now, and found no slot
+    assert receiver.ids == []
+    for slot in held:
+        elsewhere.release(slot)  # type: ignore[arg-type]
+    wait_for(lambda: set(receiver.ids) >= set(events), timeout=30)
+    # Given back to the database, they would have been claimed again by a wake-up job.
+    assert wake_ups(redis_conn) == []
+    assert receiver.most_at_once <= 2
+
+
+def wake_ups(redis: Redis) -> list[str]:
+    """The wake-up jobs RQ has queued, scheduled, started or finished: each means deliveries
+    were given back to the database for want of a slot or of room."""
+    queue = Queue(DELIVERIES, connection=redis)
+    job_ids = [
+        *queue.job_ids,
+        *queue.scheduled_job_registry.get_job_ids(),
+        *queue.finished_job_registry.get_job_ids(),
+        *queue.started_job_registry.get_job_ids(),
+    ]
+    jobs = [job for job in Job.fetch_many(job_ids, connection=redis) if job is not None]
+    assert jobs  # the drains that claimed the deliveries are among them: the lookup works
+    return [job.id for job in jobs if job.func_name.endswith(".wake")]
+
+
+def test_a_burst_after_a_quiet_spell_waits_in_the_worker_behind_its_lanes(
+    client: FlaskClient,
+    auth: dict[str, str],
+    threaded_server: HTTPServer,
+    processes: Callable[..., Any],
+    redis_conn: Redis,
+) -> None:
+    receiver = CountingReceiver(threaded_server, "/burst", hold=0.05)
+    create(client, auth, receiver.url, concurrency=2)
+    processes()
+    first = publish(client, auth, "lead.created")["id"]
+    wait_for(lambda: first in receiver.ids)
+    time.sleep(1.5)  # quiet: nothing has finished lately, yet the endpoint answered quickly
+    events = [publish(client, auth, "lead.created")["id"] for _ in range(30)]
+    wait_for(lambda: set(receiver.ids) >= set(events), timeout=30)
+    # An endpoint merely idle still counts as answering: the burst queues behind its two
+    # lanes instead of going back to the database but for the few a hanging one may keep.
+    assert wake_ups(redis_conn) == []
 
 
 def test_concurrency_one_sends_one_at_a_time_oldest_first(
