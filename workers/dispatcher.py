@@ -222,12 +222,11 @@ class Dispatcher:
                         if ready is not None:
                             self._free -= 1
                             self._lane_starts(endpoint)
-                    if ready is None:
-                        self._release(got)
-                        await asyncio.sleep(SLOT_POLL)
-                    else:
+                    if ready is not None:
                         self._track(self._loop.submit(self._lane(ready, got)))
-                    continue
+                        continue
+                    self._release(got)  # every lane of this process is busy
+                    got = Wait(SLOT_POLL)
                 with self._cond:
                     served = self._in_flight[endpoint] > 0
                 if served:
